@@ -1,0 +1,49 @@
+"""The ``ferry`` command: one Typer app, one module per command group."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ferry.cli.console import err_console
+from ferry.errors import FerryError
+
+app = typer.Typer(
+    name="ferry",
+    help="Take machine-learning models from the lab to production and keep them healthy.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+) -> None:
+    _state["debug"] = debug
+
+
+def _register_groups() -> None:
+    # Imported here so `ferry --help` stays fast and a missing extra only breaks its own group.
+    from ferry.cli import data, registry, train
+
+    app.add_typer(data.data_app, name="data")
+    app.add_typer(registry.registry_app, name="registry")
+    train.register(app)
+
+
+def main() -> None:
+    _register_groups()
+    try:
+        app()
+    except FerryError as exc:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)

@@ -1,0 +1,125 @@
+"""Reference statistics stored in a bundle, and the distances drift monitoring compares them with.
+
+Numeric features keep a histogram at fixed quantile edges of the training data, so a live window
+is binned the same way without the training data at hand.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+OTHER = "__other__"
+
+
+class NumericReference(BaseModel):
+    edges: list[float]
+    counts: list[int]
+    missing_rate: float
+    mean: float
+    std: float
+    min: float
+    max: float
+    n: int
+
+
+class CategoricalReference(BaseModel):
+    frequencies: dict[str, float]
+    missing_rate: float
+    n: int
+
+
+class ReferenceStats(BaseModel):
+    numeric: dict[str, NumericReference] = Field(default_factory=dict)
+    categorical: dict[str, CategoricalReference] = Field(default_factory=dict)
+    prediction: NumericReference | CategoricalReference | None = None
+
+
+def quantile_edges(values: np.ndarray, bins: int = 10) -> list[float]:
+    """Interior edges at the quantiles of ``values``; duplicates from ties are dropped."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return []
+    qs = np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1])
+    return [float(edge) for edge in np.unique(qs)]
+
+
+def bin_counts(values: np.ndarray, edges: Sequence[float]) -> list[int]:
+    finite = values[np.isfinite(values)]
+    index = np.searchsorted(np.asarray(edges, dtype=float), finite, side="right")
+    return [int(c) for c in np.bincount(index, minlength=len(edges) + 1)]
+
+
+def numeric_reference(values: np.ndarray, bins: int = 10) -> NumericReference:
+    values = np.asarray(values, dtype=float)
+    finite = values[np.isfinite(values)]
+    edges = quantile_edges(values, bins)
+    empty = finite.size == 0
+    return NumericReference(
+        edges=edges,
+        counts=bin_counts(values, edges),
+        missing_rate=float(1 - finite.size / max(values.size, 1)),
+        mean=0.0 if empty else float(finite.mean()),
+        std=0.0 if empty else float(finite.std()),
+        min=0.0 if empty else float(finite.min()),
+        max=0.0 if empty else float(finite.max()),
+        n=int(values.size),
+    )
+
+
+def categorical_reference(
+    values: Sequence[object], missing: str, top: int = 50
+) -> CategoricalReference:
+    array = np.asarray(values, dtype=object)
+    present = array[array != missing]
+    labels, counts = np.unique(present.astype(str), return_counts=True)
+    order = np.argsort(-counts)
+    total = max(int(counts.sum()), 1)
+    frequencies = {str(labels[i]): float(counts[i] / total) for i in order[:top]}
+    if len(order) > top:
+        frequencies[OTHER] = float(counts[order[top:]].sum() / total)
+    return CategoricalReference(
+        frequencies=frequencies,
+        missing_rate=float(1 - present.size / max(array.size, 1)),
+        n=int(array.size),
+    )
+
+
+def psi(expected: Sequence[float], actual: Sequence[float], floor: float = 1e-4) -> float:
+    """Population stability index between two histograms over the same bins."""
+    e = np.maximum(np.asarray(expected, dtype=float), 0)
+    a = np.maximum(np.asarray(actual, dtype=float), 0)
+    e = np.maximum(e / max(e.sum(), 1e-12), floor)
+    a = np.maximum(a / max(a.sum(), 1e-12), floor)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def chi_square(expected_freq: Sequence[float], observed: Sequence[int]) -> tuple[float, int]:
+    """Chi-square statistic and degrees of freedom of observed counts against frequencies."""
+    obs = np.asarray(observed, dtype=float)
+    exp = np.asarray(expected_freq, dtype=float)
+    exp = np.maximum(exp / max(exp.sum(), 1e-12), 1e-9) * obs.sum()
+    stat = float(np.sum((obs - exp) ** 2 / exp))
+    return stat, max(len(obs) - 1, 1)
+
+
+def ks_binned(ref_counts: Sequence[int], live_counts: Sequence[int]) -> float:
+    """Two-sample Kolmogorov-Smirnov distance on binned data (a lower bound of the exact one)."""
+    r = np.cumsum(np.asarray(ref_counts, dtype=float))
+    lv = np.cumsum(np.asarray(live_counts, dtype=float))
+    if r[-1] == 0 or lv[-1] == 0:
+        return 0.0
+    return float(np.max(np.abs(r / r[-1] - lv / lv[-1])))
+
+
+def ks_pvalue(distance: float, n_ref: int, n_live: int) -> float:
+    """Asymptotic two-sample KS p-value (Kolmogorov distribution)."""
+    if n_ref == 0 or n_live == 0:
+        return 1.0
+    en = math.sqrt(n_ref * n_live / (n_ref + n_live))
+    lam = (en + 0.12 + 0.11 / en) * distance
+    total = sum(2 * (-1) ** (k - 1) * math.exp(-2 * k * k * lam * lam) for k in range(1, 101))
+    return float(min(max(total, 0.0), 1.0))
