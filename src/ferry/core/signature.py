@@ -64,9 +64,7 @@ def _check_names(signature: Signature, batch: Mapping[str, object]) -> None:
     missing = [name for name in expected if name not in batch]
     unknown = [name for name in batch if name not in expected]
     if missing:
-        raise SignatureError(
-            f"missing input(s) {missing}: the model needs every one of {expected}"
-        )
+        raise SignatureError(f"missing input(s) {missing}: the model needs every one of {expected}")
     if unknown:
         raise SignatureError(f"unknown input(s) {unknown}: the model accepts only {expected}")
 

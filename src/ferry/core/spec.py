@@ -11,11 +11,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ferry.core.refs import check_name
-from ferry.errors import SpecError
+from ferry.errors import RefError, SpecError
 
 FAMILIES = ("logistic", "linear", "extra_trees", "random_forest", "hist_gb", "lightgbm", "mlp")
 CLASSIFICATION_METRICS = (
-    "roc_auc", "pr_auc", "f1", "accuracy", "balanced_accuracy", "log_loss", "precision", "recall"
+    "roc_auc",
+    "pr_auc",
+    "f1",
+    "accuracy",
+    "balanced_accuracy",
+    "log_loss",
+    "precision",
+    "recall",
 )
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
@@ -93,7 +100,10 @@ class Spec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Spec:
-        check_name(self.name)
+        try:
+            check_name(self.name)
+        except RefError as exc:
+            raise ValueError(f"name: {exc}") from None
         unknown = [f for f in self.search.families if f not in FAMILIES]
         if unknown:
             raise ValueError(f"search.families: unknown {unknown}; choose from {list(FAMILIES)}")

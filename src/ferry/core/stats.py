@@ -71,7 +71,7 @@ def numeric_reference(values: np.ndarray, bins: int = 10) -> NumericReference:
 
 
 def categorical_reference(
-    values: Sequence[object], missing: str, top: int = 50
+    values: Sequence[object] | np.ndarray, missing: str, top: int = 50
 ) -> CategoricalReference:
     array = np.asarray(values, dtype=object)
     present = array[array != missing]

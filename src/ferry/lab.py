@@ -1,0 +1,346 @@
+"""The lab half of the loop: data -> search -> evaluation -> export -> registry.
+
+It orchestrates the packages and owns none of their logic; it lives outside ``training`` so
+that ``training`` and ``export`` do not import each other.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from ferry.core.bundle import BundleManifest, Lineage, Metrics, write_bundle
+from ferry.core.signature import Signature
+from ferry.core.spec import Spec
+from ferry.data.load import fingerprint, load_dataset
+from ferry.data.quality import QualityReport, check_quality
+from ferry.data.schema import feature_columns, infer_schema
+from ferry.data.split import Split, split_frame
+from ferry.errors import BudgetError, DataError
+from ferry.evaluation.importance import permutation_importance_frame
+from ferry.evaluation.metrics import score as metric_score
+from ferry.evaluation.report import (
+    Evaluation,
+    ReportPaths,
+    evaluate_classifier,
+    evaluate_regressor,
+    write_report,
+)
+from ferry.export.manifest import input_specs, library_versions, reference_stats
+from ferry.export.onnx import output_specs, to_onnx
+from ferry.export.parity import check_parity
+from ferry.export.probe import CandidateProbe
+from ferry.registry.service import ModelVersion, Registry
+from ferry.training.features import FeatureLayout, model_frame, plan_layout
+from ferry.training.search import Candidate, Search, SearchResult, build_pipeline
+
+
+class Observer(Protocol):
+    def stage(self, text: str) -> None: ...
+
+    def trial(self, candidate: Candidate | None, seconds_left: float) -> None: ...
+
+
+class SilentObserver:
+    def stage(self, text: str) -> None:
+        return None
+
+    def trial(self, candidate: Candidate | None, seconds_left: float) -> None:
+        return None
+
+
+@dataclass
+class Prepared:
+    split: Split
+    layout: FeatureLayout
+    labels: list[str] | None
+    task: str
+    quality: QualityReport
+    fingerprint: str
+    rows: int
+
+
+@dataclass
+class TrainOutcome:
+    spec: Spec
+    run_dir: Path
+    bundle_dir: Path
+    manifest: BundleManifest
+    search: SearchResult
+    evaluation: Evaluation
+    report: ReportPaths
+    version: ModelVersion | None
+    gates_passed: bool
+
+
+def prepare(spec: Spec) -> Prepared:
+    frame = load_dataset(spec.data.source, rows=spec.data.rows, seed=spec.split.seed)
+    target = spec.data.target
+    if target not in frame.columns:
+        raise DataError(
+            f"data.target {target!r} is not a column; columns are {list(frame.columns)}"
+        )
+    schema = infer_schema(frame, target)
+    quality = check_quality(frame, target, schema, spec.task)
+    frame = frame.dropna(subset=[target])
+    task, labels = _task(spec, frame[target])
+    split = split_frame(
+        frame,
+        target,
+        task=spec.task,
+        test_size=spec.split.test_size,
+        valid_size=spec.split.valid_size,
+        time_column=spec.split.time_column,
+        seed=spec.split.seed,
+    )
+    kinds = feature_columns(schema, target, spec.data.drop, spec.data.sensitive)
+    if not any(kinds.values()):
+        raise DataError(
+            "no usable feature columns: every column is the target, dropped, "
+            "sensitive, id-like or free text; check data.drop and data.sensitive"
+        )
+    layout = plan_layout(
+        split.train, {str(k): v for k, v in kinds.items()}, spec.features.max_categories
+    )
+    return Prepared(split, layout, labels, task, quality, fingerprint(frame), len(frame))
+
+
+def _task(spec: Spec, target: pd.Series) -> tuple[str, list[str] | None]:
+    if spec.task == "regression":
+        if not pd.api.types.is_numeric_dtype(target):
+            raise DataError(
+                f"task is regression but target {spec.data.target!r} is not numeric; "
+                "use task: classification or fix the column"
+            )
+        return "regression", None
+    labels = sorted(str(v) for v in pd.unique(target.astype(str)))
+    if len(labels) < 2:
+        raise DataError(f"target {spec.data.target!r} has one class ({labels}); need at least 2")
+    return ("binary" if len(labels) == 2 else "multiclass"), labels
+
+
+def encode_target(values: pd.Series, labels: list[str] | None) -> np.ndarray:
+    if labels is None:
+        return values.to_numpy(dtype=np.float64)
+    index = {label: i for i, label in enumerate(labels)}
+    return np.asarray([index[str(v)] for v in values], dtype=np.int64)
+
+
+def run_search(spec: Spec, prep: Prepared, observer: Observer) -> SearchResult:
+    typed = model_frame(prep.split.train, prep.layout)
+    target = encode_target(prep.split.train[spec.data.target], prep.labels)
+    probe = CandidateProbe(prep.layout, prep.task, len(prep.labels or []), typed)
+    search = Search(
+        spec, prep.layout, typed, target, measure=probe, on_trial=observer.trial, labels=prep.labels
+    )
+    result = search.run()
+    if result.best is None:
+        raise BudgetError(_no_candidate_message(spec, result))
+    return result
+
+
+def _no_candidate_message(spec: Spec, result: SearchResult) -> str:
+    if not result.candidates:
+        return (
+            f"no candidate finished within search.time_budget_s={spec.search.time_budget_s}; "
+            "raise the budget, lower data.rows or search.folds"
+        )
+    rows = "; ".join(
+        f"{c.family} p99 {_num(c.latency_p99_ms)} ms, {_num(c.size_mb)} MB"
+        + (f" ({c.note})" if c.note else "")
+        for c in result.candidates[:5]
+    )
+    limits = spec.constraints
+    return (
+        f"no candidate met the production budgets (max_latency_p99_ms="
+        f"{limits.max_latency_p99_ms}, max_size_mb={limits.max_size_mb}): {rows}; "
+        "relax constraints or add faster families (logistic, hist_gb)"
+    )
+
+
+def _num(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}"
+
+
+def fit_best(spec: Spec, prep: Prepared, result: SearchResult) -> Any:
+    assert result.best is not None
+    typed = model_frame(prep.split.train, prep.layout)
+    target = encode_target(prep.split.train[spec.data.target], prep.labels)
+    pipeline = build_pipeline(spec, prep.layout, result.best.family, result.best.params)
+    return pipeline.fit(typed, target)
+
+
+def evaluate(spec: Spec, prep: Prepared, model: Any) -> Evaluation:
+    test = prep.split.test
+    typed_test = model_frame(test, prep.layout)
+    sensitive = test[spec.data.sensitive] if spec.data.sensitive else None
+    if prep.labels is None:
+        evaluation = evaluate_regressor(
+            test[spec.data.target].to_numpy(dtype=np.float64),
+            model.predict(typed_test),
+            gates=spec.gates,
+        )
+    else:
+        valid = prep.split.valid
+        has_valid = len(valid) > 0
+        evaluation = evaluate_classifier(
+            test[spec.data.target].astype(str).to_numpy(),
+            model.predict_proba(typed_test),
+            prep.labels,
+            y_valid=valid[spec.data.target].astype(str).to_numpy() if has_valid else None,
+            proba_valid=model.predict_proba(model_frame(valid, prep.layout)) if has_valid else None,
+            strategy=spec.threshold.strategy,
+            recall_target=spec.threshold.recall_target,
+            sensitive=sensitive,
+            gates=spec.gates,
+        )
+    evaluation.importance = _importance(spec, prep, model, typed_test)
+    return evaluation
+
+
+def _importance(spec: Spec, prep: Prepared, model: Any, typed: pd.DataFrame) -> dict[str, float]:
+    target = encode_target(prep.split.test[spec.data.target], prep.labels)
+    metric = spec.search.metric or spec.default_metric()
+    sign = -1.0 if metric in ("log_loss", "rmse", "mae") else 1.0
+    labels = [str(i) for i in range(len(prep.labels or []))]
+
+    def scorer(frame: pd.DataFrame) -> float:
+        rows = target[typed.index.get_indexer(frame.index)]
+        if prep.labels is None:
+            return sign * metric_score(metric, rows, model.predict(frame), None)
+        truth = np.asarray([str(v) for v in rows])
+        return sign * metric_score(metric, truth, model.predict_proba(frame), labels)
+
+    return permutation_importance_frame(
+        scorer, typed, list(typed.columns), n_repeats=3, seed=spec.split.seed, max_rows=3000
+    )
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {
+        k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)
+    }
+
+
+def _test_prediction(prep: Prepared, model: Any, typed_test: pd.DataFrame) -> np.ndarray:
+    if prep.task == "regression":
+        return np.asarray(model.predict(typed_test), dtype=np.float64)
+    proba = model.predict_proba(typed_test)
+    return proba[:, 1] if prep.task == "binary" else np.argmax(proba, axis=1)
+
+
+def export(
+    spec: Spec, prep: Prepared, model: Any, result: SearchResult, evaluation: Evaluation, out: Path
+) -> BundleManifest:
+    """One ONNX graph + manifest in ``out``; fails if ONNX Runtime disagrees with the model."""
+    assert result.best is not None
+    n_classes = len(prep.labels or [])
+    model_bytes = to_onnx(model, prep.layout, prep.task, n_classes)
+    typed_train = model_frame(prep.split.train, prep.layout)
+    typed_test = model_frame(prep.split.test, prep.layout)
+    parity = check_parity(model_bytes, model, typed_test, prep.task)
+    manifest = BundleManifest(
+        name=spec.name,
+        task=prep.task,  # type: ignore[arg-type]
+        signature=Signature(
+            inputs=input_specs(prep.layout, typed_train), outputs=output_specs(prep.task, n_classes)
+        ),
+        labels=prep.labels,
+        threshold=evaluation.threshold,
+        metrics=Metrics(
+            cv={result.metric: result.best.score, f"{result.metric}_std": result.best.cv_std},
+            test=_finite(evaluation.metrics),
+        ),
+        reference=reference_stats(
+            prep.layout, typed_train, _test_prediction(prep, model, typed_test), prep.task
+        ),
+        lineage=Lineage(
+            spec_hash=spec.spec_hash(),
+            data_fingerprint=prep.fingerprint,
+            data_rows=prep.rows,
+            estimator=type(model.steps[-1][1]).__name__,
+            params=result.best.row(1)["params"],
+            libraries=library_versions(),
+        ),
+        parity=parity,
+    )
+    return write_bundle(out, manifest, model_bytes)
+
+
+def _report_extra(
+    spec: Spec, prep: Prepared, manifest: BundleManifest, result: SearchResult
+) -> dict[str, Any]:
+    assert result.best is not None
+    return {
+        "data": {
+            "source": spec.data.source,
+            "rows": prep.rows,
+            "train": len(prep.split.train),
+            "valid": len(prep.split.valid),
+            "test": len(prep.split.test),
+            "features": prep.layout.columns,
+            "sensitive": spec.data.sensitive,
+            "quality": [
+                f"{i.check}: {i.column or ''} {i.detail}".strip() for i in prep.quality.issues
+            ],
+        },
+        "lineage": manifest.lineage.model_dump(),
+        "chosen": result.best.row(1),
+        "search": {
+            "metric": result.metric,
+            "elapsed_s": result.elapsed_s,
+            "trials": result.trials_started,
+            "pruned": result.pruned,
+        },
+        "parity": manifest.parity,
+    }
+
+
+def train(
+    spec: Spec,
+    run_dir: Path,
+    *,
+    registry: Registry | None = None,
+    actor: str = "ferry",
+    observer: Observer | None = None,
+) -> TrainOutcome:
+    observer = observer or SilentObserver()
+    observer.stage("loading and checking data")
+    prep = prepare(spec)
+    observer.stage(f"searching {', '.join(spec.search.families)}")
+    result = run_search(spec, prep, observer)
+    observer.stage("fitting the chosen model")
+    model = fit_best(spec, prep, result)
+    observer.stage("evaluating on the test set")
+    evaluation = evaluate(spec, prep, model)
+    observer.stage("exporting to ONNX and checking parity")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = export(spec, prep, model, result, evaluation, run_dir / "bundle")
+    observer.stage("writing the report")
+    (run_dir / "leaderboard.json").write_text(json.dumps(result.leaderboard(), indent=2))
+    report = write_report(
+        run_dir / "report",
+        name=spec.name,
+        evaluation=evaluation,
+        leaderboard=result.leaderboard(),
+        extra=_report_extra(spec, prep, manifest, result),
+    )
+    passed = all(g.passed for g in evaluation.gates)
+    version = None
+    if registry is not None:
+        observer.stage("registering")
+        version = registry.register(
+            spec.name,
+            run_dir / "bundle",
+            actor=actor,
+            reason=f"ferry train ({result.best.family if result.best else ''})",
+        )
+    return TrainOutcome(
+        spec, run_dir, run_dir / "bundle", manifest, result, evaluation, report, version, passed
+    )

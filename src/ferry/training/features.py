@@ -1,0 +1,137 @@
+"""Which columns feed the model, how they are typed, and the preprocessing that encodes them.
+
+The same typed frame feeds scikit-learn in training and ONNX Runtime at export: numeric and
+boolean columns as float32, datetimes as float64 epoch seconds, categoricals as strings with
+missing values spelled ``MISSING_CATEGORY``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.decomposition import PCA
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, PolynomialFeatures
+
+from ferry.core.signature import MISSING_CATEGORY, strings_with_missing
+from ferry.core.spec import FeatureSpec
+from ferry.training.transformers import DatetimeParts, NumericPrep
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "y", "t"})
+
+
+@dataclass
+class FeatureLayout:
+    numeric: list[str] = field(default_factory=list)
+    boolean: list[str] = field(default_factory=list)
+    datetime: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    categories: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.numeric, *self.boolean, *self.datetime, *self.categorical]
+
+    def kind_of(self, column: str) -> str:
+        for kind in ("numeric", "boolean", "datetime", "categorical"):
+            if column in getattr(self, kind):
+                return kind
+        raise KeyError(column)
+
+
+def top_categories(values: pd.Series, limit: int) -> list[str]:
+    counts = pd.Series(strings_with_missing(values.to_numpy())).value_counts()
+    return sorted(str(c) for c in counts.index[:limit])
+
+
+def plan_layout(
+    frame: pd.DataFrame, kinds: dict[str, list[str]], max_categories: int
+) -> FeatureLayout:
+    layout = FeatureLayout(
+        numeric=list(kinds.get("numeric", [])),
+        boolean=list(kinds.get("boolean", [])),
+        datetime=list(kinds.get("datetime", [])),
+        categorical=list(kinds.get("categorical", [])),
+    )
+    layout.categories = {c: top_categories(frame[c], max_categories) for c in layout.categorical}
+    return layout
+
+
+def _as_bool(values: pd.Series) -> np.ndarray:
+    if values.dtype == bool:
+        return values.to_numpy(dtype=np.float32)
+    words = values.astype("string").str.strip().str.lower()
+    out = words.isin(TRUE_WORDS).to_numpy(dtype=np.float32)
+    out[values.isna().to_numpy()] = np.nan
+    return out
+
+
+def epoch_seconds(values: pd.Series) -> np.ndarray:
+    stamps = pd.to_datetime(values, utc=True, errors="coerce")
+    seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    return seconds.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def model_frame(frame: pd.DataFrame, layout: FeatureLayout) -> pd.DataFrame:
+    """The feature columns in graph dtypes, in layout order."""
+    typed: dict[str, np.ndarray] = {}
+    for column in layout.numeric:
+        typed[column] = pd.to_numeric(frame[column], errors="coerce").to_numpy(
+            dtype=np.float32, na_value=np.nan
+        )
+    for column in layout.boolean:
+        typed[column] = _as_bool(frame[column])
+    for column in layout.datetime:
+        typed[column] = epoch_seconds(frame[column])
+    for column in layout.categorical:
+        typed[column] = strings_with_missing(frame[column].to_numpy())
+    return pd.DataFrame(typed, index=frame.index)
+
+
+def feeds(typed: pd.DataFrame) -> dict[str, np.ndarray]:
+    """ONNX Runtime inputs: one ``[n, 1]`` array per column."""
+    return {c: typed[c].to_numpy().reshape(-1, 1) for c in typed.columns}
+
+
+def _numeric_prep(spec: FeatureSpec) -> NumericPrep:
+    return NumericPrep(spec.impute, spec.clip_quantiles, spec.missing_indicators, spec.scale)
+
+
+def _encoder(layout: FeatureLayout, spec: FeatureSpec) -> OneHotEncoder | OrdinalEncoder:
+    categories = [layout.categories[c] for c in layout.categorical]
+    if spec.encoding == "ordinal":
+        return OrdinalEncoder(
+            categories=categories,
+            handle_unknown="use_encoded_value",
+            unknown_value=-1,
+            dtype=np.float32,
+        )
+    # Unseen categories encode as all zeros: served, and counted by monitoring.
+    return OneHotEncoder(
+        categories=categories, handle_unknown="ignore", sparse_output=False, dtype=np.float32
+    )
+
+
+def build_preprocessor(layout: FeatureLayout, spec: FeatureSpec) -> Pipeline:
+    parts: list[tuple[str, object, list[str]]] = []
+    if layout.numeric or layout.boolean:
+        parts.append(("numeric", _numeric_prep(spec), [*layout.numeric, *layout.boolean]))
+    if layout.datetime:
+        dated = Pipeline([("parts", DatetimeParts()), ("prep", _numeric_prep(spec))])
+        parts.append(("datetime", dated, layout.datetime))
+    if layout.categorical:
+        parts.append(("categorical", _encoder(layout, spec), layout.categorical))
+    steps: list[tuple[str, object]] = [("columns", ColumnTransformer(parts, sparse_threshold=0))]
+    if spec.interactions:
+        steps.append(
+            ("interactions", PolynomialFeatures(2, interaction_only=True, include_bias=False))
+        )
+    if spec.pca_components:
+        steps.append(("pca", PCA(n_components=spec.pca_components, random_state=0)))
+    return Pipeline(steps)
+
+
+__all__ = ["MISSING_CATEGORY", "FeatureLayout", "build_preprocessor", "feeds", "model_frame"]

@@ -1,0 +1,280 @@
+"""Cross-validated search over model families under a wall-clock budget and production budgets.
+
+The budget is a deadline, not a hint: a fold is started only when the history of its family
+says it will finish in time, and Optuna stops starting trials at the deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import optuna
+import pandas as pd
+from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.pipeline import Pipeline
+
+from ferry.core.spec import LOWER_IS_BETTER, Spec
+from ferry.evaluation.metrics import score as metric_score
+from ferry.training.candidates import DEFAULTS, SPACES, cost_units, make_estimator
+from ferry.training.features import FeatureLayout, build_preprocessor
+
+Measure = Callable[[Pipeline], tuple[float, float]]
+
+
+@dataclass
+class Candidate:
+    trial: int
+    family: str
+    params: dict[str, Any]
+    score: float
+    cv_std: float
+    fit_s: float
+    latency_p99_ms: float | None = None
+    size_mb: float | None = None
+    within_budget: bool = False
+    pareto: bool = False
+    chosen: bool = False
+    note: str = ""
+
+    def row(self, rank: int) -> dict[str, Any]:
+        return {
+            "rank": rank,
+            "trial": self.trial,
+            "family": self.family,
+            "score": self.score,
+            "cv_std": self.cv_std,
+            "latency_p99_ms": self.latency_p99_ms,
+            "size_mb": self.size_mb,
+            "fit_s": self.fit_s,
+            "pareto": self.pareto,
+            "chosen": self.chosen,
+            "within_budget": self.within_budget,
+            "note": self.note,
+            "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.params.items()},
+        }
+
+
+@dataclass
+class SearchResult:
+    metric: str
+    candidates: list[Candidate]
+    best: Candidate | None
+    elapsed_s: float
+    trials_started: int
+    pruned: int = 0
+
+    def leaderboard(self) -> list[dict[str, Any]]:
+        return [c.row(i + 1) for i, c in enumerate(self.candidates)]
+
+
+# Estimates are medians of a few noisy timings; the margin keeps a late fold from overshooting.
+SAFETY = 1.25
+
+
+@dataclass
+class _Clock:
+    """Seconds per cost unit for each family, learnt from the folds already fitted."""
+
+    deadline: float
+    unit_times: dict[str, list[float]] = field(default_factory=dict)
+    measure_times: list[float] = field(default_factory=list)
+
+    def left(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def record(self, family: str, units: float, seconds: float) -> None:
+        self.unit_times.setdefault(family, []).append(seconds / max(units, 1e-9))
+
+    def nothing_fits(self, folds: int) -> bool:
+        """True when even the fastest family seen so far cannot finish another trial."""
+        if not self.unit_times:
+            return False
+        cheapest = min(min(times) for times in self.unit_times.values())
+        return self.left() < SAFETY * cheapest * folds
+
+    def fits(self, family: str, units: float, folds_left: int) -> bool:
+        history = self.unit_times.get(family)
+        fold = statistics.median(history) * units if history else 0.0
+        measure = statistics.median(self.measure_times) if self.measure_times else 0.0
+        return self.left() > SAFETY * (fold * folds_left + measure)
+
+
+def build_pipeline(
+    spec: Spec, layout: FeatureLayout, family: str, params: dict[str, Any]
+) -> Pipeline:
+    estimator = make_estimator(
+        family,
+        params,
+        task=spec.task,
+        balanced=spec.search.class_weight == "balanced",
+        seed=spec.search.seed,
+    )
+    return Pipeline([("features", build_preprocessor(layout, spec.features)), ("model", estimator)])
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER
+
+
+class Search:
+    """One Optuna study; ``run`` returns every finished candidate, best first."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        layout: FeatureLayout,
+        frame: pd.DataFrame,
+        target: np.ndarray,
+        *,
+        measure: Measure,
+        on_trial: Callable[[Candidate | None, float], None] | None = None,
+        labels: list[str] | None = None,
+    ) -> None:
+        self.spec, self.layout, self.frame, self.target = spec, layout, frame, target
+        self.measure, self.on_trial, self.labels = measure, on_trial, labels
+        self.metric = spec.search.metric or spec.default_metric()
+        self.candidates: list[Candidate] = []
+        self.splits = list(self._folds().split(frame, target))
+
+    def _folds(self) -> KFold | StratifiedKFold:
+        folds, seed = self.spec.search.folds, self.spec.search.seed
+        if self.spec.task == "classification":
+            return StratifiedKFold(folds, shuffle=True, random_state=seed)
+        return KFold(folds, shuffle=True, random_state=seed)
+
+    def pipeline(self, family: str, params: dict[str, Any]) -> Pipeline:
+        return build_pipeline(self.spec, self.layout, family, params)
+
+    def _fold_score(self, model: Pipeline, index: np.ndarray) -> float:
+        x, y = self.frame.iloc[index], self.target[index]
+        if self.spec.task == "regression":
+            return metric_score(self.metric, y, model.predict(x), None)
+        proba = model.predict_proba(x)
+        labels = [str(i) for i in range(proba.shape[1])]
+        return metric_score(self.metric, np.asarray([str(v) for v in y]), proba, labels)
+
+    def _params(self, trial: optuna.Trial, family: str) -> dict[str, Any]:
+        if trial.user_attrs.get("defaults"):
+            return dict(DEFAULTS[family])
+        return SPACES[family](trial)
+
+    def _objective(self, clock: _Clock, trial: optuna.Trial) -> float:
+        family = trial.suggest_categorical("family", self.spec.search.families)
+        params = self._params(trial, family)
+        scores: list[float] = []
+        model: Pipeline | None = None
+        fit_total = 0.0
+        units = cost_units(family, params)
+        for step, (train_idx, test_idx) in enumerate(self.splits):
+            if not clock.fits(family, units, len(self.splits) - step):
+                if clock.nothing_fits(len(self.splits)):
+                    trial.study.stop()
+                raise optuna.TrialPruned("wall-clock budget")
+            started = time.perf_counter()
+            model = self.pipeline(family, params)
+            model.fit(self.frame.iloc[train_idx], self.target[train_idx])
+            elapsed = time.perf_counter() - started
+            clock.record(family, units, elapsed)
+            fit_total += elapsed
+            scores.append(self._fold_score(model, test_idx))
+            mean = float(np.mean(scores))
+            trial.report(mean if higher_is_better(self.metric) else -mean, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned("pruned")
+        assert model is not None
+        self._record(trial.number, family, params, scores, fit_total / len(scores), model, clock)
+        return float(np.mean(scores))
+
+    def _record(
+        self,
+        number: int,
+        family: str,
+        params: dict[str, Any],
+        scores: list[float],
+        fit_s: float,
+        model: Pipeline,
+        clock: _Clock,
+    ) -> None:
+        candidate = Candidate(
+            number, family, params, float(np.mean(scores)), float(np.std(scores)), fit_s
+        )
+        started = time.perf_counter()
+        try:
+            candidate.latency_p99_ms, candidate.size_mb = self.measure(model)
+        except Exception as exc:  # a candidate that cannot be exported is never chosen
+            candidate.note = f"export failed: {exc}"[:200]
+        clock.measure_times.append(time.perf_counter() - started)
+        candidate.within_budget = self._within_budget(candidate)
+        self.candidates.append(candidate)
+        if self.on_trial:
+            self.on_trial(candidate, clock.left())
+
+    def _within_budget(self, candidate: Candidate) -> bool:
+        if candidate.latency_p99_ms is None or candidate.size_mb is None:
+            return False
+        limits = self.spec.constraints
+        too_slow = limits.max_latency_p99_ms is not None and (
+            candidate.latency_p99_ms > limits.max_latency_p99_ms
+        )
+        too_big = limits.max_size_mb is not None and candidate.size_mb > limits.max_size_mb
+        notes = ["latency over budget"] * too_slow + ["size over budget"] * too_big
+        candidate.note = ", ".join(notes) or candidate.note
+        return not (too_slow or too_big)
+
+    def run(self) -> SearchResult:
+        started = time.perf_counter()
+        clock = _Clock(deadline=started + self.spec.search.time_budget_s)
+        study = self._study()
+        optuna.logging.set_verbosity(logging.WARNING)
+        study.optimize(
+            lambda trial: self._objective(clock, trial),
+            n_trials=self.spec.search.trials,
+            timeout=self.spec.search.time_budget_s,
+            catch=(ValueError, ArithmeticError),
+        )
+        return self._result(study, time.perf_counter() - started)
+
+    def _study(self) -> optuna.Study:
+        direction: Literal["maximize", "minimize"] = (
+            "maximize" if higher_is_better(self.metric) else "minimize"
+        )
+        study = optuna.create_study(
+            direction=direction,
+            sampler=optuna.samplers.TPESampler(seed=self.spec.search.seed),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1),
+        )
+        for family in self.spec.search.families:
+            study.enqueue_trial({"family": family}, user_attrs={"defaults": True})
+        return study
+
+    def _result(self, study: optuna.Study, elapsed: float) -> SearchResult:
+        sign = 1.0 if higher_is_better(self.metric) else -1.0
+        ordered = sorted(self.candidates, key=lambda c: -sign * c.score)
+        mark_pareto(ordered, sign)
+        eligible = [c for c in ordered if c.within_budget]
+        best = eligible[0] if eligible else None
+        if best:
+            best.chosen = True
+        pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+        return SearchResult(self.metric, ordered, best, elapsed, len(study.trials), pruned)
+
+
+def mark_pareto(candidates: list[Candidate], sign: float) -> None:
+    """Non-dominated on (score, latency, size) among measured candidates."""
+    measured = [c for c in candidates if c.latency_p99_ms is not None and c.size_mb is not None]
+
+    def key(c: Candidate) -> tuple[float, float, float]:
+        return (-sign * c.score, c.latency_p99_ms or 0.0, c.size_mb or 0.0)
+
+    for c in measured:
+        mine = key(c)
+        c.pareto = not any(
+            all(o <= m for o, m in zip(key(other), mine, strict=True)) and key(other) != mine
+            for other in measured
+        )
