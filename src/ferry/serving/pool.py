@@ -1,0 +1,212 @@
+"""The models a server holds, and hot swap when a registry alias moves.
+
+A new version is fetched, verified, loaded and warmed in a thread while the old one keeps
+serving; the swap is one dict assignment on the event loop; the old version is closed once
+its in-flight requests have finished. A version that fails to load leaves the old one serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ferry.core.refs import ModelRef, parse_ref
+from ferry.errors import ErrorCode, FerryError
+from ferry.registry.service import Registry
+from ferry.serving.batching import BatchConfig
+from ferry.serving.model import LoadedModel
+
+log = logging.getLogger("ferry.serving")
+
+
+class ModelNotFound(FerryError):
+    code = ErrorCode.NOT_FOUND
+
+
+@dataclass
+class PoolConfig:
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    per_model_batch: dict[str, BatchConfig] = field(default_factory=dict)
+    intra_threads: int = 1
+    poll_interval_s: float = 5.0
+    drain_timeout_s: float = 30.0
+
+
+@dataclass
+class Served:
+    """A ref the server was asked to serve and the version it currently resolves to."""
+
+    ref: ModelRef
+    model: LoadedModel
+
+
+@dataclass
+class LoadEvent:
+    name: str
+    version: int | None
+    ok: bool
+    detail: str
+    at: float = field(default_factory=time.time)
+
+
+class ModelPool:
+    def __init__(self, registry: Registry | None, cache_dir: Path, config: PoolConfig) -> None:
+        self.registry, self.cache_dir, self.config = registry, cache_dir, config
+        self.served: dict[str, Served] = {}  # by model name: the default version for the name
+        self.loaded: dict[tuple[str, int], LoadedModel] = {}
+        self.history: list[LoadEvent] = []
+        self.listeners: list = []  # type: ignore[type-arg]
+
+    def _batch_config(self, name: str) -> BatchConfig:
+        return self.config.per_model_batch.get(name, self.config.batch)
+
+    def _load_blocking(self, bundle_dir: Path, name: str, version: int) -> LoadedModel:
+        model = LoadedModel(
+            bundle_dir, version, self._batch_config(name), self.config.intra_threads
+        )
+        model.warm_up()
+        feeds = {s.name: v for s, v in zip(model.signature.inputs, _one_row(model), strict=True)}
+        model.batcher.calibrate(feeds)
+        return model
+
+    def _fetch_blocking(self, ref: ModelRef) -> tuple[Path, int]:
+        if self.registry is None:
+            raise ModelNotFound(f"cannot resolve {ref}: no registry is configured")
+        version = self.registry.resolve(ref)
+        return self.registry.fetch(
+            f"{version.name}:{version.version}", self.cache_dir
+        ), version.version
+
+    async def _load(self, ref: ModelRef) -> LoadedModel:
+        path, version = await asyncio.to_thread(self._fetch_blocking, ref)
+        key = (ref.name, version)
+        if key in self.loaded:
+            return self.loaded[key]
+        model = await asyncio.to_thread(self._load_blocking, path, ref.name, version)
+        await model.start()
+        self.loaded[key] = model
+        self._record(LoadEvent(ref.name, version, True, f"loaded {ref.name}:{version}"))
+        return model
+
+    async def add(self, text: str) -> LoadedModel:
+        """Serve a ref (``name``, ``name:3``, ``name@alias``) or a local bundle directory."""
+        path = Path(text)
+        if path.is_dir():
+            return await self.add_bundle(path)
+        ref = parse_ref(text)
+        model = await self._load(ref)
+        self.served.setdefault(ref.name, Served(ref, model))
+        return model
+
+    async def add_bundle(self, path: Path, version: int = 1) -> LoadedModel:
+        model = await asyncio.to_thread(self._load_blocking, path, "", version)
+        await model.start()
+        self.loaded[(model.name, version)] = model
+        self.served.setdefault(model.name, Served(ModelRef(model.name, version=version), model))
+        return model
+
+    def get(self, name: str, version: str | None = None) -> LoadedModel:
+        if version:
+            model = self.loaded.get((name, _version_number(name, version)))
+            if model is None:
+                versions = sorted(v for n, v in self.loaded if n == name)
+                raise ModelNotFound(
+                    f"model {name!r} version {version} is not loaded; loaded "
+                    f"versions: {versions or 'none'}"
+                )
+            return model
+        served = self.served.get(name)
+        if served is None:
+            raise ModelNotFound(
+                f"model {name!r} is not served here; served models: {sorted(self.served) or 'none'}"
+            )
+        return served.model
+
+    def ready(self) -> bool:
+        return bool(self.served)
+
+    async def poll_once(self) -> list[LoadEvent]:
+        """Resolve every served ref again and swap the ones whose version moved."""
+        events: list[LoadEvent] = []
+        for name, served in list(self.served.items()):
+            if self.registry is None or served.ref.version is not None:
+                continue
+            event = await self._refresh(name, served)
+            if event:
+                events.append(event)
+        return events
+
+    async def _refresh(self, name: str, served: Served) -> LoadEvent | None:
+        try:
+            current = await asyncio.to_thread(self.registry.resolve, served.ref)  # type: ignore[union-attr]
+        except FerryError as exc:
+            return self._record(LoadEvent(name, None, False, f"cannot resolve {served.ref}: {exc}"))
+        if current.version == served.model.version:
+            return None
+        try:
+            new = await self._load(served.ref)
+        except Exception as exc:  # any load failure keeps the old version serving
+            return self._record(
+                LoadEvent(
+                    name,
+                    current.version,
+                    False,
+                    f"{name}:{current.version} failed to load, still "
+                    f"serving {served.model.version}: {exc}",
+                )
+            )
+        old = served.model
+        self.served[name] = Served(served.ref, new)
+        asyncio.get_running_loop().create_task(self._retire(old))
+        return self._record(
+            LoadEvent(name, new.version, True, f"{served.ref} moved {old.version} -> {new.version}")
+        )
+
+    async def _retire(self, model: LoadedModel) -> None:
+        if any(s.model is model for s in self.served.values()):
+            return
+        deadline = time.perf_counter() + self.config.drain_timeout_s
+        while model.in_flight and time.perf_counter() < deadline:
+            await asyncio.sleep(0.01)
+        self.loaded.pop((model.name, model.version), None)
+        await model.close()
+
+    async def unload(self, name: str) -> None:
+        served = self.served.pop(name, None)
+        for key in [k for k in self.loaded if k[0] == name]:
+            await self._retire(self.loaded[key])
+        if served is None:
+            raise ModelNotFound(f"model {name!r} is not loaded")
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.poll_interval_s)
+            await self.poll_once()
+
+    async def close(self) -> None:
+        for model in list(self.loaded.values()):
+            await model.close()
+        self.loaded.clear()
+        self.served.clear()
+
+    def _record(self, event: LoadEvent) -> LoadEvent:
+        (log.info if event.ok else log.error)("%s", event.detail)
+        self.history = [*self.history[-99:], event]
+        for listener in self.listeners:
+            listener(event)
+        return event
+
+
+def _version_number(name: str, version: str) -> int:
+    if not version.isdigit():
+        raise ModelNotFound(f"model {name!r} has no version {version!r}: versions are numbers")
+    return int(version)
+
+
+def _one_row(model: LoadedModel) -> list:  # type: ignore[type-arg]
+    from ferry.serving.model import _sample_column
+
+    return [_sample_column(s)[:1] for s in model.signature.inputs]
