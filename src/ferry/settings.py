@@ -21,6 +21,16 @@ class Settings(BaseSettings):
         description="fsspec URL of the artifact store; default a directory under FERRY_HOME.",
     )
     actor: str | None = Field(default=None, description="Who is recorded in registry events.")
+    predict_tokens: str = Field(
+        default="", description="Comma-separated bearer tokens for inference (empty: open)."
+    )
+    admin_tokens: str = Field(
+        default="", description="Comma-separated admin tokens; repository routes exist only with one."
+    )
+
+    def token_list(self, scope: str) -> tuple[str, ...]:
+        raw = self.admin_tokens if scope == "admin" else self.predict_tokens
+        return tuple(t.strip() for t in raw.split(",") if t.strip())
 
     def resolved_registry_url(self) -> str:
         if self.registry_url:

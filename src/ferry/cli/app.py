@@ -29,11 +29,12 @@ def _root(
 
 def _register_groups() -> None:
     # Imported here so `ferry --help` stays fast and a missing extra only breaks its own group.
-    from ferry.cli import data, registry, train
+    from ferry.cli import data, registry, serve, train
 
     app.add_typer(data.data_app, name="data")
     app.add_typer(registry.registry_app, name="registry")
     train.register(app)
+    serve.register(app)
 
 
 def main() -> None:

@@ -29,7 +29,10 @@ DATATYPES: dict[str, np.dtype[Any]] = {
     "FP64": np.dtype(np.float64),
     "BYTES": np.dtype(object),
 }
+_NONE = object()  # "no offending value found", distinct from a JSON null
 NUMERIC = frozenset(DATATYPES) - {"BYTES", "BOOL"}
+# numpy cannot hold more dimensions than this; a deeper declared shape is a client error.
+MAX_DIMS = 32
 
 SIGNATURE_DATATYPE = {
     "float32": "FP32",
@@ -58,8 +61,13 @@ def _shape(name: str, shape: object, max_elements: int) -> tuple[int, ...]:
         raise SignatureError(
             f"input {name!r}: shape {list(shape)} has a negative dimension; send the actual sizes"
         )
+    if len(shape) > MAX_DIMS:
+        raise SignatureError(
+            f"input {name!r}: shape has {len(shape)} dimensions, more than the limit of {MAX_DIMS}"
+        )
     count = math.prod(shape)
-    if count > max_elements:
+    # Each dimension is bounded too: [0, 10**30] holds no elements but numpy cannot make it.
+    if count > max_elements or any(d > max_elements for d in shape):
         raise SignatureError(
             f"input {name!r}: shape {list(shape)} declares {count} elements, "
             f"more than the limit of {max_elements}"
@@ -97,7 +105,7 @@ def _numeric(name: str, values: list[Any], datatype: str) -> np.ndarray:
                 f"input {name!r}: {datatype} tensor holds the string {value!r}; send numbers"
             )
     try:
-        return np.asarray(values, dtype=np.float64 if dtype.kind == "f" else None).astype(dtype)
+        return np.asarray(values, dtype=np.float64 if dtype.kind == "f" else dtype)
     except (TypeError, ValueError, OverflowError) as exc:
         sample = next((v for v in values if not isinstance(v, int | float)), values[:1])
         raise SignatureError(
@@ -106,9 +114,25 @@ def _numeric(name: str, values: list[Any], datatype: str) -> np.ndarray:
         ) from exc
 
 
-def _bytes(values: list[Any]) -> np.ndarray:
+def _bool(name: str, values: list[Any]) -> np.ndarray:
+    # numpy would read "false", null and 2 as booleans without a word: only true/false pass.
+    wrong = next((v for v in values if not isinstance(v, bool)), _NONE)
+    if wrong is not _NONE:
+        raise SignatureError(
+            f"input {name!r}: BOOL tensor holds {wrong!r}; send true or false "
+            "(or FP32 with null where a value is missing)"
+        )
+    return np.asarray(values, dtype=np.bool_)
+
+
+def _bytes(name: str, values: list[Any]) -> np.ndarray:
     out = np.empty(len(values), dtype=object)
     for i, value in enumerate(values):
+        if isinstance(value, list | dict):  # ragged nesting or an object: not one string
+            raise SignatureError(
+                f"input {name!r}: BYTES tensor holds {type(value).__name__} {value!r:.40}; "
+                "send one string per element"
+            )
         out[i] = value.decode() if isinstance(value, bytes) else value
     return out
 
@@ -123,18 +147,28 @@ def decode_tensor(tensor: Mapping[str, Any], max_elements: int = 10_000_000) -> 
         )
     shape = _shape(name, tensor.get("shape"), max_elements)
     count = math.prod(shape)
+    if isinstance(tensor.get("data"), np.ndarray):  # gRPC raw contents: no list round trip
+        return _from_array(name, tensor["data"], shape, datatype)
     values = _flatten(name, tensor.get("data"), count)
     if len(values) != count:
         raise SignatureError(
             f"input {name!r}: shape {list(shape)} needs {count} values, data has {len(values)}"
         )
     if datatype == "BYTES":
-        array = _bytes(values)
+        array = _bytes(name, values)
     elif datatype == "BOOL":
-        array = np.asarray(values, dtype=np.bool_)
+        array = _bool(name, values)
     else:
         array = _numeric(name, values, datatype)
     return array.reshape(shape)
+
+
+def _from_array(name: str, data: np.ndarray, shape: tuple[int, ...], datatype: str
+                ) -> np.ndarray:
+    if data.size != math.prod(shape):
+        raise SignatureError(f"input {name!r}: shape {list(shape)} needs {math.prod(shape)} "
+                             f"values, data has {data.size}")
+    return data.reshape(shape).astype(DATATYPES[datatype], copy=False)
 
 
 def encode_tensor(name: str, array: np.ndarray) -> dict[str, Any]:
@@ -147,8 +181,10 @@ def encode_tensor(name: str, array: np.ndarray) -> dict[str, Any]:
 def tensors_by_name(tensors: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
     by_name: dict[str, Mapping[str, Any]] = {}
     for tensor in tensors:
-        if not isinstance(tensor, Mapping) or "name" not in tensor:
-            raise SignatureError("each input must be an object with name, shape, datatype, data")
+        if not isinstance(tensor, Mapping) or not isinstance(tensor.get("name"), str):
+            raise SignatureError(
+                "each input must be an object with a string name, shape, datatype and data"
+            )
         if tensor["name"] in by_name:
             raise SignatureError(f"input {tensor['name']!r} is given twice; send it once")
         by_name[str(tensor["name"])] = tensor

@@ -18,10 +18,6 @@ from ferry.serving.pool import ModelPool
 EXTENSIONS = ["model_repository"]
 
 
-class NotReady(FerryError):
-    code = ErrorCode.UNAVAILABLE
-    retry_after_s = 1
-
 
 @dataclass(frozen=True)
 class Limits:
@@ -60,11 +56,7 @@ class DataPlane:
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         self.pool.get(name, version)
-        return not self.draining
-
-    def _check_accepting(self) -> None:
-        if self.draining:
-            raise NotReady("server is shutting down; retry on another replica")
+        return True
 
     def _check_rows(self, rows: int) -> None:
         if rows > self.limits.max_rows:
@@ -75,7 +67,6 @@ class DataPlane:
     async def infer(
         self, name: str, version: str | None, request: Mapping[str, Any], protocol: str = "rest"
     ) -> dict[str, Any]:
-        self._check_accepting()
         model = self.pool.get(name, version)
         if not isinstance(request, Mapping):
             raise SignatureError("request body must be a JSON object with 'inputs'")
@@ -99,7 +90,6 @@ class DataPlane:
     async def predict(
         self, name: str, version: str | None, body: Mapping[str, Any]
     ) -> dict[str, Any]:
-        self._check_accepting()
         model = self.pool.get(name, version)
         if not isinstance(body, Mapping):
             raise SignatureError("request body must be a JSON object with 'instances'")
@@ -124,7 +114,7 @@ class DataPlane:
         ]
 
     async def load(self, name: str) -> None:
-        await self.pool.add(name)
+        await self.pool.add_ref(name)
 
     async def unload(self, name: str) -> None:
         await self.pool.unload(name)

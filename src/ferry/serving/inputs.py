@@ -45,6 +45,11 @@ def _epoch(name: str, value: object) -> float:
     return (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
 
 
+def _epochs(spec: InputSpec, values: list[object]) -> np.ndarray:
+    # Through _numeric_column afterwards, so a null time is refused where training saw none.
+    return np.asarray([_epoch(spec.name, v) for v in values], dtype=np.float64)
+
+
 def _numeric_column(spec: InputSpec, array: np.ndarray) -> np.ndarray:
     dtype = np.float64 if spec.dtype == "float64" else np.float32
     column = array.astype(dtype, copy=False).reshape(-1, 1)
@@ -71,7 +76,7 @@ def _tensor_column(spec: InputSpec, tensor: Mapping[str, Any], max_elements: int
             )
         return strings_with_missing(array).reshape(-1, 1)
     if spec.kind == "datetime" and datatype == "BYTES":
-        return np.asarray([_epoch(spec.name, v) for v in array.reshape(-1)]).reshape(-1, 1)
+        return _numeric_column(spec, _epochs(spec, array.reshape(-1).tolist()))
     if datatype not in NUMERIC and datatype != "BOOL":
         raise SignatureError(
             f"input {spec.name!r} is numeric: send datatype FP32 (or another "
@@ -141,9 +146,9 @@ def _record_column(spec: InputSpec, values: list[object]) -> np.ndarray:
     if spec.dtype == "string":
         return strings_with_missing(values).reshape(-1, 1)
     if spec.kind == "datetime":
-        return np.asarray([_epoch(spec.name, v) for v in values]).reshape(-1, 1)
+        return _numeric_column(spec, _epochs(spec, values))
     for i, value in enumerate(values):
-        if isinstance(value, str) or isinstance(value, list | dict):
+        if isinstance(value, str | list | dict):
             raise SignatureError(f"instance {i}: {spec.name!r} is {value!r}; send a number")
     converted = [float(v) if isinstance(v, bool) else v for v in values]
     return _numeric_column(spec, np.asarray(converted, dtype=np.float64))

@@ -96,6 +96,11 @@ class ModelPool:
         path = Path(text)
         if path.is_dir():
             return await self.add_bundle(path)
+        return await self.add_ref(text)
+
+    async def add_ref(self, text: str) -> LoadedModel:
+        """Serve a registry ref only: what remote callers (the admin API) may ask for, since a
+        name from a URL must never be read as a directory on the server."""
         ref = parse_ref(text)
         model = await self._load(ref)
         self.served.setdefault(ref.name, Served(ref, model))
@@ -201,7 +206,8 @@ class ModelPool:
 
 
 def _version_number(name: str, version: str) -> int:
-    if not version.isdigit():
+    # ASCII digits only, and few: str.isdigit() accepts "²", which int() then refuses.
+    if not (version.isascii() and version.isdigit() and len(version) <= 9):
         raise ModelNotFound(f"model {name!r} has no version {version!r}: versions are numbers")
     return int(version)
 

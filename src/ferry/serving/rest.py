@@ -78,7 +78,8 @@ class RestApp:
 
     async def body(self, request: Request) -> Any:
         kind = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
-        if kind not in (JSON, "", "text/plain", "application/octet-stream"):
+        # curl -d sends form-urlencoded by default; the body is still JSON, so accept it.
+        if kind not in (JSON, "", "text/plain", "application/x-www-form-urlencoded", "*/*"):
             raise BadContentType(f"content type {kind!r} is not supported; send {JSON}")
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.max_body:
@@ -192,7 +193,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         404: f"no route for {request.method} {request.url.path}",
         405: f"method {request.method} is not allowed on {request.url.path}",
     }
-    return json_response({"error": messages.get(status, "request failed")}, status)
+    # Keep Starlette's headers: a 405 must say what is allowed (``Allow``).
+    headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else None
+    return json_response({"error": messages.get(status, "request failed")}, status, headers)
 
 
 def build_app(

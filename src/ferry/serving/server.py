@@ -1,0 +1,168 @@
+"""The server process: HTTP (uvicorn) and gRPC on one event loop, several worker processes
+on one port, and a graceful drain on SIGTERM.
+
+On SIGTERM readiness turns 503 at once while requests keep being served for ``drain_delay_s``
+(so load balancers stop sending), then listeners close, accepted requests finish, and the
+process exits within ``grace_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+
+from ferry.errors import FerryError
+from ferry.registry import open_registry
+from ferry.serving.auth import TokenAuth
+from ferry.serving.batching import BatchConfig
+from ferry.serving.dataplane import DataPlane, Limits
+from ferry.serving.grpc import build_grpc_server
+from ferry.serving.pool import ModelPool, PoolConfig
+from ferry.serving.rest import DEFAULT_MAX_BODY, build_app
+
+log = logging.getLogger("ferry.serving")
+
+
+@dataclass
+class ServeConfig:
+    refs: list[str]
+    host: str = "127.0.0.1"
+    port: int = 8080
+    grpc_port: int | None = 8081
+    workers: int = 1
+    registry_url: str | None = None
+    artifacts_url: str | None = None
+    cache_dir: Path = Path(".ferry/cache")
+    poll_interval_s: float = 5.0
+    grace_s: float = 30.0
+    drain_delay_s: float = 1.0
+    max_body: int = DEFAULT_MAX_BODY
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    per_model_batch: dict[str, BatchConfig] = field(default_factory=dict)
+    auth: TokenAuth = field(default_factory=TokenAuth)
+    limits: Limits = field(default_factory=Limits)
+    log_level: str = "warning"
+
+    def intra_threads(self) -> int:
+        # Every pool (ORT, OpenMP, BLAS) is sized from the worker count: see REFERENCES.md.
+        return max(1, (os.cpu_count() or 1) // max(self.workers, 1) // 2)
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: the Ferry server decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class FerryServer:
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        registry = None
+        if config.registry_url:
+            registry = open_registry(config.registry_url, config.artifacts_url or "")
+        self.pool = ModelPool(registry, config.cache_dir, PoolConfig(
+            batch=config.batch, per_model_batch=config.per_model_batch,
+            intra_threads=config.intra_threads(), poll_interval_s=config.poll_interval_s,
+            drain_timeout_s=config.grace_s))
+        self.plane = DataPlane(self.pool, config.limits)
+        self.app = build_app(self.plane, config.auth, config.max_body)
+        self.stopping = asyncio.Event()
+        self.grpc_port: int | None = None
+
+    def _uvicorn(self) -> _Uvicorn:
+        return _Uvicorn(uvicorn.Config(
+            self.app, host=self.config.host, port=self.config.port, lifespan="off",
+            log_level=self.config.log_level, access_log=False, loop="uvloop", http="httptools",
+            timeout_graceful_shutdown=max(1, int(self.config.grace_s)),
+            limit_concurrency=None, server_header=False,
+        ))
+
+    def request_stop(self) -> None:
+        if not self.plane.draining:
+            log.warning("stop requested: readiness is now 503, draining")
+            self.plane.draining = True
+            self.stopping.set()
+
+    async def serve(self, sock: socket.socket | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        http = self._uvicorn()
+        http_task = loop.create_task(http.serve(sockets=[sock] if sock else None))
+        grpc_server = None
+        if self.config.grpc_port is not None:
+            grpc_server, self.grpc_port = build_grpc_server(
+                self.plane, host=self.config.host, port=self.config.grpc_port,
+                auth=self.config.auth, max_message_bytes=self.config.max_body)
+            await grpc_server.start()
+        for ref in self.config.refs:
+            await self.pool.add(ref)
+        watcher = loop.create_task(self.pool.watch())
+        await self.stopping.wait()
+        await asyncio.sleep(self.config.drain_delay_s)
+        watcher.cancel()
+        http.should_exit = True
+        stops = [http_task]
+        if grpc_server is not None:
+            stops.append(loop.create_task(grpc_server.stop(self.config.grace_s)))
+        await asyncio.wait(stops, timeout=self.config.grace_s)
+        await self.pool.close()
+
+
+def bind_http(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker(config: ServeConfig, sock: socket.socket | None) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    import uvloop
+
+    try:
+        uvloop.run(FerryServer(config).serve(sock))
+    except FerryError as exc:
+        log.error("cannot serve: %s", exc)
+        raise SystemExit(2) from None
+
+
+def run(config: ServeConfig) -> int:
+    """Run in this process (one worker) or supervise ``workers`` processes sharing the port."""
+    if config.workers <= 1:
+        _worker(config, None)
+        return 0
+    sock = bind_http(config.host, config.port)
+    context = multiprocessing.get_context("spawn")
+    children = [context.Process(target=_worker, args=(config, sock), daemon=False)
+                for _ in range(config.workers)]
+    for child in children:
+        child.start()
+
+    def forward(signum: int, frame: object) -> None:
+        for child in children:
+            if child.pid and child.is_alive():
+                os.kill(child.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        child.join()
+    sock.close()
+    return max((child.exitcode or 0) for child in children)
