@@ -25,7 +25,8 @@ class Settings(BaseSettings):
         default="", description="Comma-separated bearer tokens for inference (empty: open)."
     )
     admin_tokens: str = Field(
-        default="", description="Comma-separated admin tokens; repository routes exist only with one."
+        default="",
+        description="Comma-separated admin tokens; repository routes exist only with one.",
     )
 
     def token_list(self, scope: str) -> tuple[str, ...]:

@@ -18,16 +18,24 @@ def _model_batches(values: list[str], base: BatchConfig) -> dict[str, BatchConfi
         name, _, rest = value.partition("=")
         size, _, delay = rest.partition(":")
         if not name or not size.isdigit():
-            raise SpecError(f"--model-batch {value!r}: expected NAME=MAX_BATCH_SIZE[:MAX_DELAY_MS], "
-                            "e.g. fraud=128:2")
-        batches[name] = BatchConfig(enabled=base.enabled, max_batch_size=int(size),
-                                    max_delay_ms=float(delay or base.max_delay_ms),
-                                    max_queue_rows=base.max_queue_rows, timeout_s=base.timeout_s)
+            raise SpecError(
+                f"--model-batch {value!r}: expected NAME=MAX_BATCH_SIZE[:MAX_DELAY_MS], "
+                "e.g. fraud=128:2"
+            )
+        batches[name] = BatchConfig(
+            enabled=base.enabled,
+            max_batch_size=int(size),
+            max_delay_ms=float(delay or base.max_delay_ms),
+            max_queue_rows=base.max_queue_rows,
+            timeout_s=base.timeout_s,
+        )
     return batches
 
 
 def serve_command(
-    refs: list[str] = typer.Argument(..., help="fraud@production, fraud:3, fraud, or a bundle dir."),
+    refs: list[str] = typer.Argument(
+        ..., help="fraud@production, fraud:3, fraud, or a bundle dir."
+    ),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 to expose)."),
     port: int = typer.Option(8080, help="HTTP port."),
     grpc_port: int = typer.Option(8081, help="gRPC port; -1 disables gRPC."),
@@ -48,14 +56,27 @@ def serve_command(
     from ferry.serving.server import ServeConfig, run
 
     settings = Settings()
-    base = BatchConfig(enabled=batching, max_batch_size=max_batch_size, max_delay_ms=max_delay_ms,
-                       max_queue_rows=max_queue_rows, timeout_s=timeout)
+    base = BatchConfig(
+        enabled=batching,
+        max_batch_size=max_batch_size,
+        max_delay_ms=max_delay_ms,
+        max_queue_rows=max_queue_rows,
+        timeout_s=timeout,
+    )
     config = ServeConfig(
-        refs=refs, host=host, port=port, grpc_port=None if grpc_port < 0 else grpc_port,
-        workers=workers, registry_url=settings.resolved_registry_url(),
-        artifacts_url=settings.resolved_artifacts_url(), cache_dir=Path(settings.home) / "cache",
-        poll_interval_s=poll_interval, grace_s=grace, drain_delay_s=drain_delay,
-        max_body=int(max_body_mb * 1024 * 1024), batch=base,
+        refs=refs,
+        host=host,
+        port=port,
+        grpc_port=None if grpc_port < 0 else grpc_port,
+        workers=workers,
+        registry_url=settings.resolved_registry_url(),
+        artifacts_url=settings.resolved_artifacts_url(),
+        cache_dir=Path(settings.home) / "cache",
+        poll_interval_s=poll_interval,
+        grace_s=grace,
+        drain_delay_s=drain_delay,
+        max_body=int(max_body_mb * 1024 * 1024),
+        batch=base,
         per_model_batch=_model_batches(model_batch, base),
         auth=TokenAuth(settings.token_list("predict"), settings.token_list("admin")),
         log_level=log_level,

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ferry import __version__
-from ferry.errors import ErrorCode, FerryError, SignatureError
+from ferry.errors import SignatureError
 from ferry.serving.inputs import feeds_from_records, feeds_from_tensors
 from ferry.serving.pool import ModelPool
 
 EXTENSIONS = ["model_repository"]
-
 
 
 @dataclass(frozen=True)

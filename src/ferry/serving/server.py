@@ -72,22 +72,38 @@ class FerryServer:
         registry = None
         if config.registry_url:
             registry = open_registry(config.registry_url, config.artifacts_url or "")
-        self.pool = ModelPool(registry, config.cache_dir, PoolConfig(
-            batch=config.batch, per_model_batch=config.per_model_batch,
-            intra_threads=config.intra_threads(), poll_interval_s=config.poll_interval_s,
-            drain_timeout_s=config.grace_s))
+        self.pool = ModelPool(
+            registry,
+            config.cache_dir,
+            PoolConfig(
+                batch=config.batch,
+                per_model_batch=config.per_model_batch,
+                intra_threads=config.intra_threads(),
+                poll_interval_s=config.poll_interval_s,
+                drain_timeout_s=config.grace_s,
+            ),
+        )
         self.plane = DataPlane(self.pool, config.limits)
         self.app = build_app(self.plane, config.auth, config.max_body)
         self.stopping = asyncio.Event()
         self.grpc_port: int | None = None
 
     def _uvicorn(self) -> _Uvicorn:
-        return _Uvicorn(uvicorn.Config(
-            self.app, host=self.config.host, port=self.config.port, lifespan="off",
-            log_level=self.config.log_level, access_log=False, loop="uvloop", http="httptools",
-            timeout_graceful_shutdown=max(1, int(self.config.grace_s)),
-            limit_concurrency=None, server_header=False,
-        ))
+        return _Uvicorn(
+            uvicorn.Config(
+                self.app,
+                host=self.config.host,
+                port=self.config.port,
+                lifespan="off",
+                log_level=self.config.log_level,
+                access_log=False,
+                loop="uvloop",
+                http="httptools",
+                timeout_graceful_shutdown=max(1, int(self.config.grace_s)),
+                limit_concurrency=None,
+                server_header=False,
+            )
+        )
 
     def request_stop(self) -> None:
         if not self.plane.draining:
@@ -104,8 +120,12 @@ class FerryServer:
         grpc_server = None
         if self.config.grpc_port is not None:
             grpc_server, self.grpc_port = build_grpc_server(
-                self.plane, host=self.config.host, port=self.config.grpc_port,
-                auth=self.config.auth, max_message_bytes=self.config.max_body)
+                self.plane,
+                host=self.config.host,
+                port=self.config.grpc_port,
+                auth=self.config.auth,
+                max_message_bytes=self.config.max_body,
+            )
             await grpc_server.start()
         for ref in self.config.refs:
             await self.pool.add(ref)
@@ -150,8 +170,10 @@ def run(config: ServeConfig) -> int:
         return 0
     sock = bind_http(config.host, config.port)
     context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=_worker, args=(config, sock), daemon=False)
-                for _ in range(config.workers)]
+    children = [
+        context.Process(target=_worker, args=(config, sock), daemon=False)
+        for _ in range(config.workers)
+    ]
     for child in children:
         child.start()
 

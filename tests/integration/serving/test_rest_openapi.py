@@ -108,6 +108,7 @@ def fuzz(api_schema: Any, path: str, method: str, mode: GenerationMode, examples
             if "version" in case.path_parameters:
                 case.path_parameters["version"] = "1"
         response = case.call(headers=ADMIN)
+        print("STATUS", path, mode, response.status_code, response.text[:80])
         case.validate_response(response, checks=[not_a_server_error])
         if response.status_code >= 400:
             body = response.json()
