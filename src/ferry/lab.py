@@ -88,6 +88,7 @@ def prepare(spec: Spec) -> Prepared:
         )
     schema = infer_schema(frame, target)
     quality = check_quality(frame, target, schema, spec.task)
+    _stop_on_quality_errors(spec, quality)
     frame = frame.dropna(subset=[target])
     task, labels = _task(spec, frame[target])
     split = split_frame(
@@ -109,6 +110,18 @@ def prepare(spec: Spec) -> Prepared:
         split.train, {str(k): v for k, v in kinds.items()}, spec.features.max_categories
     )
     return Prepared(split, layout, labels, task, quality, fingerprint(frame), len(frame))
+
+
+def _stop_on_quality_errors(spec: Spec, quality: QualityReport) -> None:
+    # Unlabelled rows are dropped below and dropped columns cannot leak: neither blocks.
+    blocking = [
+        issue
+        for issue in quality.errors()
+        if issue.check != "missing" and issue.column not in spec.data.drop
+    ]
+    if blocking:
+        lines = "; ".join(f"{i.check} in {i.column!r}: {i.detail}" for i in blocking)
+        raise DataError(f"the data cannot be trained on as it is: {lines}")
 
 
 def _task(spec: Spec, target: pd.Series) -> tuple[str, list[str] | None]:

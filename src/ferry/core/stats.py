@@ -123,3 +123,72 @@ def ks_pvalue(distance: float, n_ref: int, n_live: int) -> float:
     lam = (en + 0.12 + 0.11 / en) * distance
     total = sum(2 * (-1) ** (k - 1) * math.exp(-2 * k * k * lam * lam) for k in range(1, 101))
     return float(min(max(total, 0.0), 1.0))
+
+
+def _gamma_series(a: float, x: float) -> float:
+    """Regularized lower incomplete gamma P(a, x) by its power series (x < a + 1)."""
+    term = total = 1.0 / a
+    n = a
+    for _ in range(1000):
+        n += 1.0
+        term *= x / n
+        total += term
+        if abs(term) < abs(total) * 1e-15:
+            break
+    return total * math.exp(-x + a * math.log(x) - math.lgamma(a))
+
+
+def _gamma_fraction(a: float, x: float) -> float:
+    """Regularized upper incomplete gamma Q(a, x) by Lentz's continued fraction (x >= a + 1)."""
+    tiny = 1e-300
+    b = x + 1.0 - a
+    c = 1.0 / tiny
+    d = 1.0 / b
+    h = d
+    for i in range(1, 1000):
+        an = -i * (i - a)
+        b += 2.0
+        d = an * d + b
+        d = tiny if abs(d) < tiny else d
+        c = b + an / c
+        c = tiny if abs(c) < tiny else c
+        d = 1.0 / d
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return math.exp(-x + a * math.log(x) - math.lgamma(a)) * h
+
+
+def chi2_sf(statistic: float, dof: int) -> float:
+    """P(X >= statistic) for X ~ chi-square(dof), without scipy (core stays pure)."""
+    if statistic <= 0:
+        return 1.0
+    a, x = dof / 2.0, statistic / 2.0
+    if x < a + 1.0:
+        return float(min(max(1.0 - _gamma_series(a, x), 0.0), 1.0))
+    return float(min(max(_gamma_fraction(a, x), 0.0), 1.0))
+
+
+def contingency_chi2(reference: Sequence[float], live: Sequence[float]) -> tuple[float, int]:
+    """Two-sample chi-square on two count vectors over the same bins.
+
+    Both samples' sizes enter the expected counts, so the test stays calibrated whether the live
+    window is far smaller or far larger than the reference (the pitfall in REFERENCES.md).
+    Bins empty in both samples are dropped.
+    """
+    ref = np.asarray(reference, dtype=float)
+    obs = np.asarray(live, dtype=float)
+    keep = (ref + obs) > 0
+    ref, obs = ref[keep], obs[keep]
+    n_ref, n_obs = ref.sum(), obs.sum()
+    if len(ref) < 2 or n_ref == 0 or n_obs == 0:
+        return 0.0, 1
+    total = ref + obs
+    expected_ref = total * n_ref / (n_ref + n_obs)
+    expected_obs = total * n_obs / (n_ref + n_obs)
+    stat = float(
+        np.sum((ref - expected_ref) ** 2 / expected_ref)
+        + np.sum((obs - expected_obs) ** 2 / expected_obs)
+    )
+    return stat, len(ref) - 1

@@ -104,3 +104,19 @@ def test_wall_clock_budget_is_honoured(tmp_path: Path) -> None:
     assert outcome.search.elapsed_s <= budget * 1.1
     assert outcome.search.elapsed_s >= budget * 0.8  # the budget is used, not abandoned
     assert time.perf_counter() - started < budget * 1.1 + 30  # refit, evaluation and export
+
+
+def test_leaking_column_stops_training_until_dropped(tmp_path: Path) -> None:
+    from ferry.data.builtin import load_builtin
+    from ferry.errors import DataError
+
+    frame = load_builtin("breast_cancer")
+    frame["diagnosis_code"] = frame["target"] * 10 + 1
+    path = tmp_path / "leaky.csv"
+    frame.to_csv(path, index=False)
+    leaky = spec(data={"source": str(path)}, gates={"min": {}})
+    with pytest.raises(DataError, match="leak in 'diagnosis_code'.*data.drop"):
+        train(leaky, tmp_path / "run")
+    fixed = spec(data={"source": str(path), "drop": ["diagnosis_code"]}, gates={"min": {}})
+    outcome = train(fixed, tmp_path / "run2")
+    assert "diagnosis_code" not in [i.name for i in outcome.manifest.signature.inputs]
