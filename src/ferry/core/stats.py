@@ -88,7 +88,11 @@ def categorical_reference(
     )
 
 
-def psi(expected: Sequence[float], actual: Sequence[float], floor: float = 1e-4) -> float:
+def psi(
+    expected: Sequence[float] | np.ndarray,
+    actual: Sequence[float] | np.ndarray,
+    floor: float = 1e-4,
+) -> float:
     """Population stability index between two histograms over the same bins."""
     e = np.maximum(np.asarray(expected, dtype=float), 0)
     a = np.maximum(np.asarray(actual, dtype=float), 0)
@@ -170,7 +174,9 @@ def chi2_sf(statistic: float, dof: int) -> float:
     return float(min(max(_gamma_fraction(a, x), 0.0), 1.0))
 
 
-def contingency_chi2(reference: Sequence[float], live: Sequence[float]) -> tuple[float, int]:
+def contingency_chi2(
+    reference: Sequence[float] | np.ndarray, live: Sequence[float] | np.ndarray
+) -> tuple[float, int]:
     """Two-sample chi-square on two count vectors over the same bins.
 
     Both samples' sizes enter the expected counts, so the test stays calibrated whether the live
