@@ -84,7 +84,7 @@ class Ferry:
     def __init__(self, cwd: Path, home: Path, columns: str = WIDE) -> None:
         self.cwd, self.home = cwd, home
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
-        for noisy in ("FORCE_COLOR", "CLICOLOR_FORCE", "TERM", "LINES"):
+        for noisy in ("FORCE_COLOR", "CLICOLOR_FORCE", "LINES"):
             self.env.pop(noisy, None)
         self.env.update(
             FERRY_HOME=str(home), FERRY_ACTOR=ACTOR, COLUMNS=columns, NO_COLOR="1", TERM="dumb"
@@ -135,19 +135,13 @@ def breast_cancer_spec(path: Path, name: str = "bc", **overrides: Any) -> Path:
         "name": name,
         "task": "classification",
         "data": {"source": "builtin:breast_cancer", "target": "target"},
-        "search": {"families": ["logistic", "hist_gb"], "time_budget_s": 15, "trials": 6},
+        "search": {"families": ["logistic", "hist_gb"], "time_budget_s": 15, "trials": 4},
     }
     sections.update(overrides)
     return write_spec(path, **sections)
 
 
 @pytest.fixture
-def spec_writer() -> Callable[..., Path]:
-    """``write_spec`` as a fixture (test modules cannot import conftest under importlib mode)."""
-    return write_spec
-
-
-@pytest.fixture
 def bc_spec() -> Callable[..., Path]:
-    """``breast_cancer_spec`` as a fixture."""
+    """``breast_cancer_spec`` as a fixture (test modules cannot import conftest: importlib mode)."""
     return breast_cancer_spec

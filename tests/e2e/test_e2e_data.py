@@ -104,15 +104,17 @@ BROKEN = {
     "notes.txt": (b"a,b\n1,2\n", ["unsupported data file", "'notes.txt'", ".csv", ".parquet"]),
     "broken.parquet": (b"PAR1 this is not parquet", ["could not be parsed as Parquet"]),
     "empty.csv": (b"", ["'empty.csv'", "is empty"]),
-    "header_only.csv": (b"a,b,label\n", ["has no rows", "at least one data row"]),
 }
 
 
-def test_unusable_files_fail_with_one_clear_line(ferry: Ferry) -> None:
+def test_unusable_files_fail_with_one_clear_line_and_debug_shows_why(ferry: Ferry) -> None:
     for name, (content, _) in BROKEN.items():
         if content is not None:
             (ferry.cwd / name).write_bytes(content)
-    runs = ferry.many(*[["data", "inspect", name, "--target", "label"] for name in BROKEN])
+    *runs, debug = ferry.many(
+        *[["data", "inspect", name, "--target", "label"] for name in BROKEN],
+        ["--debug", "data", "inspect", "missing.csv"],
+    )
     for (name, (_, words)), run in zip(BROKEN.items(), runs, strict=True):
         assert run.returncode == 2, str(run)
         line = run.single_error_line()
@@ -120,12 +122,9 @@ def test_unusable_files_fail_with_one_clear_line(ferry: Ferry) -> None:
             assert word in line, f"{word!r} not in the error for {name}\n{run}"
         assert run.stdout == "", str(run)
 
-
-def test_debug_before_the_command_shows_the_traceback(ferry: Ferry) -> None:
-    run = ferry("--debug", "data", "inspect", "missing.csv")
-    assert run.returncode != 0
-    assert "Traceback (most recent call last)" in run.stderr
-    assert "ferry.errors.DataError: data file not found: 'missing.csv'" in run.stderr
+    assert debug.returncode != 0
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert "ferry.errors.DataError: data file not found: 'missing.csv'" in debug.stderr
 
 
 @pytest.mark.xfail(

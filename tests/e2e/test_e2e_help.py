@@ -18,7 +18,6 @@ LISTINGS = {
         "data": "Look at data before training on it.",
         "registry": "Model versions, aliases and their history",
     },
-    ("data",): {"inspect": "Infer the schema and report quality problems"},
     ("registry",): {
         "list": "List registered models with their latest version",
         "show": "Show a model's versions, or one version's",
@@ -34,6 +33,7 @@ COMMANDS = {
     ("quickstart",): ["builtin:fraud", "alias it production", "--time-budget"],
     ("init",): ["Write a commented ferry.yaml", "--source", "--target", "--output", "--force"],
     ("train",): ["Search, train, evaluate, export and register", "--alias", "--time-budget"],
+    ("data",): ["Look at data before training on it.", "inspect", "Infer the schema"],
     ("data", "inspect"): ["quality problems with counts", "--target", "--rows", "builtin:NAME"],
     ("registry", "list"): ["latest version and aliases"],
     ("registry", "show"): ["one version's manifest summary", "fraud@production"],

@@ -12,20 +12,29 @@ from ferry.serving.batching import BatchConfig
 from ferry.settings import Settings
 
 
+def _delay_ok(delay: str) -> bool:
+    try:
+        return not delay or 0 <= float(delay) < float("inf")
+    except ValueError:
+        return False
+
+
 def _model_batches(values: list[str], base: BatchConfig) -> dict[str, BatchConfig]:
     batches: dict[str, BatchConfig] = {}
     for value in values:
         name, _, rest = value.partition("=")
         size, _, delay = rest.partition(":")
-        if not name or not size.isdigit():
+        # ASCII digits only: str.isdigit() accepts "²", which int() then refuses.
+        good_size = size.isascii() and size.isdigit() and int(size) > 0
+        if not name or not good_size or not _delay_ok(delay):
             raise SpecError(
-                f"--model-batch {value!r}: expected NAME=MAX_BATCH_SIZE[:MAX_DELAY_MS], "
-                "e.g. fraud=128:2"
+                f"--model-batch {value!r}: expected NAME=MAX_BATCH_SIZE[:MAX_DELAY_MS] with a "
+                "positive whole size and a delay of 0 or more, e.g. fraud=128:2"
             )
         batches[name] = BatchConfig(
             enabled=base.enabled,
             max_batch_size=int(size),
-            max_delay_ms=float(delay or base.max_delay_ms),
+            max_delay_ms=float(delay) if delay else base.max_delay_ms,
             max_queue_rows=base.max_queue_rows,
             timeout_s=base.timeout_s,
         )

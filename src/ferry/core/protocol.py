@@ -105,7 +105,10 @@ def _numeric(name: str, values: list[Any], datatype: str) -> np.ndarray:
                 f"input {name!r}: {datatype} tensor holds the string {value!r}; send numbers"
             )
     try:
-        return np.asarray(values, dtype=np.float64 if dtype.kind == "f" else dtype)
+        # JSON numbers are doubles: parse as such, then round once to the declared type
+        # (numpy refuses out-of-range integers when given the integer dtype directly).
+        array = np.asarray(values, dtype=np.float64 if dtype.kind == "f" else dtype)
+        return array.astype(dtype, copy=False)
     except (TypeError, ValueError, OverflowError) as exc:
         sample = next((v for v in values if not isinstance(v, int | float)), values[:1])
         raise SignatureError(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ferry.errors import ErrorCode, FerryError
+from ferry.errors import ErrorCode, FerryError, SignatureError
 from ferry.serving.inputs import Feeds, concat
 
 Outputs = dict[str, np.ndarray]
@@ -80,6 +80,11 @@ class Batcher:
         self.executor.shutdown(wait=False)
 
     async def submit(self, feeds: Feeds, rows: int) -> Outputs:
+        if rows > self.config.max_queue_rows:  # can never fit: "retry shortly" would be a lie
+            raise SignatureError(
+                f"request has {rows} rows, more than this model's queue holds "
+                f"({self.config.max_queue_rows}); split it into smaller requests"
+            )
         if self.queued_rows + rows > self.config.max_queue_rows:
             raise Overloaded(
                 f"model queue is full ({self.queued_rows} rows waiting, limit "

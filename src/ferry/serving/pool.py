@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ferry.core.bundle import read_manifest
 from ferry.core.refs import ModelRef, parse_ref
 from ferry.errors import ErrorCode, FerryError
 from ferry.registry.service import Registry
@@ -59,6 +60,7 @@ class ModelPool:
         self.loaded: dict[tuple[str, int], LoadedModel] = {}
         self.history: list[LoadEvent] = []
         self.listeners: list = []  # type: ignore[type-arg]
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def _batch_config(self, name: str) -> BatchConfig:
         return self.config.per_model_batch.get(name, self.config.batch)
@@ -107,7 +109,9 @@ class ModelPool:
         return model
 
     async def add_bundle(self, path: Path, version: int = 1) -> LoadedModel:
-        model = await asyncio.to_thread(self._load_blocking, path, "", version)
+        # The name comes from the manifest, so per-model batch settings apply here too.
+        name = (await asyncio.to_thread(read_manifest, path)).name
+        model = await asyncio.to_thread(self._load_blocking, path, name, version)
         await model.start()
         self.loaded[(model.name, version)] = model
         self.served.setdefault(model.name, Served(ModelRef(model.name, version=version), model))
@@ -165,17 +169,21 @@ class ModelPool:
             )
         old = served.model
         self.served[name] = Served(served.ref, new)
-        asyncio.get_running_loop().create_task(self._retire(old))
+        # The loop keeps only weak references to tasks: hold this one until it has finished.
+        task = asyncio.get_running_loop().create_task(self._retire(old))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
         return self._record(
             LoadEvent(name, new.version, True, f"{served.ref} moved {old.version} -> {new.version}")
         )
 
     async def _retire(self, model: LoadedModel) -> None:
-        if any(s.model is model for s in self.served.values()):
-            return
         deadline = time.perf_counter() + self.config.drain_timeout_s
         while model.in_flight and time.perf_counter() < deadline:
             await asyncio.sleep(0.01)
+        # Checked after the drain: an alias moved back meanwhile serves this very object again.
+        if any(s.model is model for s in self.served.values()):
+            return
         self.loaded.pop((model.name, model.version), None)
         await model.close()
 

@@ -18,6 +18,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -29,6 +30,9 @@ from ferry.serving.dataplane import DataPlane, Limits
 from ferry.serving.grpc import build_grpc_server
 from ferry.serving.pool import ModelPool, PoolConfig
 from ferry.serving.rest import DEFAULT_MAX_BODY, build_app
+
+if TYPE_CHECKING:
+    import grpc
 
 log = logging.getLogger("ferry.serving")
 
@@ -118,25 +122,41 @@ class FerryServer:
         http = self._uvicorn()
         http_task = loop.create_task(http.serve(sockets=[sock] if sock else None))
         grpc_server = None
-        if self.config.grpc_port is not None:
-            grpc_server, self.grpc_port = build_grpc_server(
-                self.plane,
-                host=self.config.host,
-                port=self.config.grpc_port,
-                auth=self.config.auth,
-                max_message_bytes=self.config.max_body,
-            )
-            await grpc_server.start()
-        for ref in self.config.refs:
-            await self.pool.add(ref)
-        watcher = loop.create_task(self.pool.watch())
-        await self.stopping.wait()
-        await asyncio.sleep(self.config.drain_delay_s)
-        watcher.cancel()
+        try:
+            grpc_server = await self._start_grpc()
+            for ref in self.config.refs:
+                await self.pool.add(ref)
+            watcher = loop.create_task(self.pool.watch())
+            await self.stopping.wait()
+            await asyncio.sleep(self.config.drain_delay_s)
+            watcher.cancel()
+        finally:
+            # Also on a failed start: listeners left open would outlive the loop (gRPC then
+            # prints a traceback from its finaliser) and the CLI's one-line error.
+            await self._shutdown(http, http_task, grpc_server)
+
+    async def _start_grpc(self) -> grpc.aio.Server | None:
+        if self.config.grpc_port is None:
+            return None
+        server, self.grpc_port = build_grpc_server(
+            self.plane,
+            host=self.config.host,
+            port=self.config.grpc_port,
+            auth=self.config.auth,
+            max_message_bytes=self.config.max_body,
+        )
+        await server.start()
+        return server
+
+    async def _shutdown(
+        self, http: _Uvicorn, http_task: asyncio.Task[None], grpc_server: grpc.aio.Server | None
+    ) -> None:
         http.should_exit = True
         stops = [http_task]
         if grpc_server is not None:
-            stops.append(loop.create_task(grpc_server.stop(self.config.grace_s)))
+            stops.append(
+                asyncio.get_running_loop().create_task(grpc_server.stop(self.config.grace_s))
+            )
         await asyncio.wait(stops, timeout=self.config.grace_s)
         await self.pool.close()
 
@@ -151,13 +171,18 @@ def bind_http(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(config: ServeConfig, sock: socket.socket | None) -> None:
+def _serve(config: ServeConfig, sock: socket.socket | None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     import uvloop
 
+    uvloop.run(FerryServer(config).serve(sock))
+
+
+def _worker(config: ServeConfig, sock: socket.socket | None) -> None:
+    """A child process of ``run``: it logs why it cannot serve and exits non-zero."""
     try:
-        uvloop.run(FerryServer(config).serve(sock))
+        _serve(config, sock)
     except FerryError as exc:
         log.error("cannot serve: %s", exc)
         raise SystemExit(2) from None
@@ -166,7 +191,7 @@ def _worker(config: ServeConfig, sock: socket.socket | None) -> None:
 def run(config: ServeConfig) -> int:
     """Run in this process (one worker) or supervise ``workers`` processes sharing the port."""
     if config.workers <= 1:
-        _worker(config, None)
+        _serve(config, None)  # a FerryError reaches the CLI, which prints its one-line error
         return 0
     sock = bind_http(config.host, config.port)
     context = multiprocessing.get_context("spawn")

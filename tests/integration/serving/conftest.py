@@ -8,7 +8,7 @@ Runtime gives when it runs the bundle's graph directly (the reference every rout
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,12 +178,14 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def fraud(tmp_path_factory: pytest.TempPathFactory) -> BundleCase:
-    return _case(_train(tmp_path_factory, "fraud"), "builtin:fraud", "is_fraud", 400)
+    return _case(_train(tmp_path_factory, "fraud"), "builtin:fraud", "is_fraud", 2500)
 
 
 @pytest.fixture(scope="session")
-def fraud_v2_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _train(tmp_path_factory, "fraud_v2")
+def fraud_v2(tmp_path_factory: pytest.TempPathFactory, fraud: BundleCase) -> BundleCase:
+    """A second "fraud" model with other probabilities, on the same unseen rows."""
+    bundle = _train(tmp_path_factory, "fraud_v2")
+    return BundleCase(bundle, verify_bundle(bundle), fraud.frame)
 
 
 @pytest.fixture(scope="session")
@@ -197,7 +199,7 @@ def diabetes(tmp_path_factory: pytest.TempPathFactory) -> BundleCase:
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> Registry:
+def registry(tmp_path: Path) -> Iterator[Registry]:
     reg = open_registry(f"sqlite:///{tmp_path}/registry.db", str(tmp_path / "artifacts"))
     yield reg
     reg.close()

@@ -22,19 +22,19 @@ PREDICT, ADMIN = {"authorization": "Bearer p"}, {"authorization": "Bearer a"}
 
 
 @pytest.fixture(scope="module")
-async def guarded(serve, fraud) -> AsyncIterator[Any]:  # type: ignore[no-untyped-def]
+async def guarded(serve, fraud) -> AsyncIterator[Any]:
     auth = TokenAuth(predict_tokens=("p",), admin_tokens=("a",))
     async with serve([str(fraud.bundle)], auth=auth) as served:
         yield served
 
 
 @pytest.fixture(scope="module")
-async def open_server(serve, fraud) -> AsyncIterator[Any]:  # type: ignore[no-untyped-def]
+async def open_server(serve, fraud) -> AsyncIterator[Any]:
     async with serve([str(fraud.bundle)]) as served:
         yield served
 
 
-def error_of(response) -> str:  # type: ignore[no-untyped-def]
+def error_of(response) -> str:
     body = response.json()
     assert list(body) == ["error"]
     return str(body["error"])
@@ -54,7 +54,7 @@ def error_of(response) -> str:  # type: ignore[no-untyped-def]
         (ADMIN, 200),  # admin may predict too
     ],
 )
-async def test_infer_needs_predict_token(guarded, fraud, headers, status: int) -> None:  # type: ignore[no-untyped-def]
+async def test_infer_needs_predict_token(guarded, fraud, headers, status: int) -> None:
     body = {"inputs": fraud.tensors(fraud.rows(0, 2))}
     response = await guarded.client.post("/v2/models/fraud/infer", json=body, headers=headers)
     assert response.status_code == status, response.text
@@ -67,7 +67,7 @@ async def test_infer_needs_predict_token(guarded, fraud, headers, status: int) -
 @pytest.mark.parametrize(
     "path", ["/v2", "/v2/models/fraud", "/v2/models/fraud/ready", "/v1/models/fraud:predict"]
 )
-async def test_data_plane_routes_are_guarded(guarded, path: str) -> None:  # type: ignore[no-untyped-def]
+async def test_data_plane_routes_are_guarded(guarded, path: str) -> None:
     method = "POST" if path.endswith(":predict") else "GET"
     response = await guarded.client.request(method, path)
     assert response.status_code == 401
@@ -75,31 +75,32 @@ async def test_data_plane_routes_are_guarded(guarded, path: str) -> None:  # typ
 
 
 @pytest.mark.parametrize("path", ["/v2/health/live", "/v2/health/ready", "/openapi.json"])
-async def test_health_is_open(guarded, path: str) -> None:  # type: ignore[no-untyped-def]
+async def test_health_is_open(guarded, path: str) -> None:
     response = await guarded.client.get(path)
     assert response.status_code == 200
 
 
 @pytest.mark.parametrize("path", ADMIN_ROUTES)
-async def test_admin_routes_absent_without_admin_token(open_server, path: str) -> None:  # type: ignore[no-untyped-def]
+async def test_admin_routes_absent_without_admin_token(open_server, path: str) -> None:
     response = await open_server.client.post(path, headers=ADMIN)
     assert response.status_code == 404
     assert "no route" in error_of(response)
-    assert "/v2/repository/index" not in (await open_server.client.get("/openapi.json")).json()[
-        "paths"
-    ]
+    assert (
+        "/v2/repository/index"
+        not in (await open_server.client.get("/openapi.json")).json()["paths"]
+    )
 
 
 @pytest.mark.parametrize("path", ADMIN_ROUTES)
 @pytest.mark.parametrize(("headers", "status"), [({}, 401), (PREDICT, 403)])
-async def test_admin_routes_need_admin_token(guarded, path: str, headers, status: int) -> None:  # type: ignore[no-untyped-def]
+async def test_admin_routes_need_admin_token(guarded, path: str, headers, status: int) -> None:
     response = await guarded.client.post(path, headers=headers)
     assert response.status_code == status
     assert "admin" in error_of(response) or status == 401
     assert guarded.pool.get("fraud") is not None, "a refused unload must not unload"
 
 
-async def test_admin_index_unload_and_load(serve, fraud) -> None:  # type: ignore[no-untyped-def]
+async def test_admin_index_unload_and_load(serve, fraud) -> None:
     auth = TokenAuth(admin_tokens=("a",))
     async with serve([str(fraud.bundle)], auth=auth) as served:
         index = await served.client.post("/v2/repository/index", headers=ADMIN)
@@ -120,16 +121,16 @@ async def test_admin_index_unload_and_load(serve, fraud) -> None:  # type: ignor
         assert await served.live()
 
 
-async def test_admin_load_never_reads_a_local_path(serve, fraud, cancer, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_admin_load_never_reads_a_local_path(
+    serve, fraud, cancer, tmp_path, monkeypatch
+) -> None:
     """A name in the URL is a registry ref, never a directory (peers' path-traversal CVEs)."""
     shutil.copytree(cancer.bundle, tmp_path / "cancer")
     monkeypatch.chdir(tmp_path)
     auth = TokenAuth(admin_tokens=("a",))
     async with serve([str(fraud.bundle)], auth=auth) as served:
         for name in ("cancer", "%2E%2E", "%2E"):
-            response = await served.client.post(
-                f"/v2/repository/models/{name}/load", headers=ADMIN
-            )
+            response = await served.client.post(f"/v2/repository/models/{name}/load", headers=ADMIN)
             assert response.status_code in (400, 404), response.text
             assert "bundle" not in error_of(response) and "manifest" not in error_of(response)
         assert sorted(served.pool.served) == ["fraud"]

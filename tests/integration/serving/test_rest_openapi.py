@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -15,7 +16,6 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
 from starlette.routing import Route
-from starlette.testclient import TestClient
 
 from ferry.serving.auth import TokenAuth
 from ferry.serving.dataplane import DataPlane
@@ -50,11 +50,15 @@ def _operations(app: Any) -> set[tuple[str, str]]:
     }
 
 
-@pytest.mark.parametrize("auth", [TokenAuth(), TokenAuth(admin_tokens=("a",))], ids=["plain", "admin"])
-def test_openapi_lists_every_route(tmp_path: Path, auth: TokenAuth) -> None:
+@pytest.mark.parametrize(
+    "auth", [TokenAuth(), TokenAuth(admin_tokens=("a",))], ids=["plain", "admin"]
+)
+@pytest.mark.anyio
+async def test_openapi_lists_every_route(tmp_path: Path, auth: TokenAuth) -> None:
     app = _app(tmp_path, auth, [])
-    with TestClient(app) as client:
-        response = client.get("/openapi.json")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.get("/openapi.json")
     assert response.status_code == 200
     document = response.json()
     documented = {(path, m) for path, item in document["paths"].items() for m in item}
@@ -68,7 +72,7 @@ def test_openapi_lists_every_route(tmp_path: Path, auth: TokenAuth) -> None:
 
 
 @pytest.fixture(scope="module")
-def api_schema(tmp_path_factory: pytest.TempPathFactory, fraud, cancer) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+def api_schema(tmp_path_factory: pytest.TempPathFactory, fraud, cancer) -> Iterator[Any]:
     cache = tmp_path_factory.mktemp("fuzz-cache")
     app = _app(cache, TokenAuth(admin_tokens=("a",)), [fraud.bundle, cancer.bundle])
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
@@ -108,7 +112,6 @@ def fuzz(api_schema: Any, path: str, method: str, mode: GenerationMode, examples
             if "version" in case.path_parameters:
                 case.path_parameters["version"] = "1"
         response = case.call(headers=ADMIN)
-        print("STATUS", path, mode, response.status_code, response.text[:80])
         case.validate_response(response, checks=[not_a_server_error])
         if response.status_code >= 400:
             body = response.json()

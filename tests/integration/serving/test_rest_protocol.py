@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 
@@ -16,7 +17,7 @@ PREFIXES = ["/v2/models/fraud", "/v2/models/fraud/versions/1"]
 
 
 @pytest.fixture(scope="module")
-async def served(serve, fraud, cancer, diabetes) -> AsyncIterator[Any]:  # type: ignore[no-untyped-def]
+async def served(serve, fraud, cancer, diabetes) -> AsyncIterator[Any]:
     async with serve([str(fraud.bundle), str(cancer.bundle), str(diabetes.bundle)]) as served:
         yield served
 
@@ -37,7 +38,7 @@ def assert_classified(body: dict[str, Any], expected: dict[str, np.ndarray]) -> 
     np.testing.assert_allclose(got, expected["probabilities"], rtol=0, atol=1e-6)
 
 
-async def test_health_and_server_metadata(served) -> None:  # type: ignore[no-untyped-def]
+async def test_health_and_server_metadata(served) -> None:
     live = await served.client.get("/v2/health/live")
     ready = await served.client.get("/v2/health/ready")
     meta = await served.client.get("/v2")
@@ -49,7 +50,7 @@ async def test_health_and_server_metadata(served) -> None:  # type: ignore[no-un
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
-async def test_model_metadata(served, fraud, prefix: str) -> None:  # type: ignore[no-untyped-def]
+async def test_model_metadata(served, fraud, prefix: str) -> None:
     response = await served.client.get(prefix)
     assert response.status_code == 200
     meta = response.json()
@@ -65,14 +66,14 @@ async def test_model_metadata(served, fraud, prefix: str) -> None:  # type: igno
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
-async def test_model_ready(served, prefix: str) -> None:  # type: ignore[no-untyped-def]
+async def test_model_ready(served, prefix: str) -> None:
     response = await served.client.get(f"{prefix}/ready")
     assert (response.status_code, response.json()) == (200, {"name": "fraud", "ready": True})
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
 @pytest.mark.parametrize("two_d", [False, True], ids=["shape-n", "shape-n-1"])
-async def test_infer_per_column(served, fraud, prefix: str, two_d: bool) -> None:  # type: ignore[no-untyped-def]
+async def test_infer_per_column(served, fraud, prefix: str, two_d: bool) -> None:
     rows = fraud.rows(0, 25)
     body = {"id": "req-7", "parameters": {"trace": "abc"}, "inputs": fraud.tensors(rows, two_d)}
     response = await served.client.post(f"{prefix}/infer", json=body)
@@ -84,7 +85,7 @@ async def test_infer_per_column(served, fraud, prefix: str, two_d: bool) -> None
     assert_classified(answer, fraud.expected(rows))
 
 
-async def test_infer_covers_both_labels_and_missing_values(served, fraud) -> None:  # type: ignore[no-untyped-def]
+async def test_infer_covers_both_labels_and_missing_values(served, fraud) -> None:
     rows = fraud.rows(0, 300).copy()
     rows.loc[rows.index[:3], "customer_age"] = np.nan  # nullable in training
     rows.loc[rows.index[3], "merchant_category"] = "never-seen"  # served, counted as unseen
@@ -98,7 +99,7 @@ async def test_infer_covers_both_labels_and_missing_values(served, fraud) -> Non
     assert_classified(response.json(), expected)
 
 
-async def test_outputs_subset(served, fraud) -> None:  # type: ignore[no-untyped-def]
+async def test_outputs_subset(served, fraud) -> None:
     rows = fraud.rows(0, 3)
     body = {"inputs": fraud.tensors(rows), "outputs": [{"name": "probabilities"}]}
     response = await served.client.post("/v2/models/fraud/infer", json=body)
@@ -129,7 +130,7 @@ def _retyped(tensors: list[dict[str, Any]], name: str, datatype: str, data: list
         ("card_present", "INT64"),
     ],
 )
-async def test_numeric_datatypes_accepted(served, fraud, column: str, datatype: str) -> None:  # type: ignore[no-untyped-def]
+async def test_numeric_datatypes_accepted(served, fraud, column: str, datatype: str) -> None:
     rows = fraud.rows(10, 20)
     tensors = fraud.tensors(rows)
     values = rows[column].tolist()
@@ -143,7 +144,7 @@ async def test_numeric_datatypes_accepted(served, fraud, column: str, datatype: 
 
 
 @pytest.mark.parametrize("form", ["epoch-fp64", "zulu", "offset", "epoch-in-bytes"])
-async def test_datetime_forms(served, fraud, form: str) -> None:  # type: ignore[no-untyped-def]
+async def test_datetime_forms(served, fraud, form: str) -> None:
     rows = fraud.rows(30, 10)
     stamps = pd.to_datetime(rows["timestamp"], utc=True)
     epochs = [float(s.timestamp()) for s in stamps]
@@ -161,7 +162,7 @@ async def test_datetime_forms(served, fraud, form: str) -> None:  # type: ignore
 
 
 @pytest.mark.parametrize("route", ["/v2/models/cancer/infer", "/v2/models/cancer/versions/1/infer"])
-async def test_single_2d_tensor_on_numeric_bundle(served, cancer, route: str) -> None:  # type: ignore[no-untyped-def]
+async def test_single_2d_tensor_on_numeric_bundle(served, cancer, route: str) -> None:
     rows = cancer.rows(0, 40)
     response = await served.client.post(route, json={"inputs": [cancer.matrix(rows)]})
     assert response.status_code == 200, response.text
@@ -171,7 +172,7 @@ async def test_single_2d_tensor_on_numeric_bundle(served, cancer, route: str) ->
     assert_classified(response.json(), cancer.expected(rows))
 
 
-async def test_single_2d_tensor_rejected_with_categoricals(served, fraud) -> None:  # type: ignore[no-untyped-def]
+async def test_single_2d_tensor_rejected_with_categoricals(served, fraud) -> None:
     tensor = {"name": "x", "datatype": "FP32", "shape": [1, 11], "data": [[0.0] * 11]}
     response = await served.client.post("/v2/models/fraud/infer", json={"inputs": [tensor]})
     assert response.status_code == 400
@@ -183,7 +184,7 @@ async def test_single_2d_tensor_rejected_with_categoricals(served, fraud) -> Non
 @pytest.mark.parametrize(
     "route", ["/v1/models/fraud:predict", "/v1/models/fraud/versions/1:predict"]
 )
-async def test_records_route(served, fraud, route: str) -> None:  # type: ignore[no-untyped-def]
+async def test_records_route(served, fraud, route: str) -> None:
     rows = fraud.rows(50, 30)
     response = await served.client.post(route, json={"instances": fraud.records(rows)})
     assert response.status_code == 200, response.text
@@ -198,7 +199,7 @@ async def test_records_route(served, fraud, route: str) -> None:  # type: ignore
         np.testing.assert_allclose(got, proba, atol=1e-6)
 
 
-async def test_records_missing_nullable_field_is_missing_value(served, fraud) -> None:  # type: ignore[no-untyped-def]
+async def test_records_missing_nullable_field_is_missing_value(served, fraud) -> None:
     rows = fraud.rows(0, 2).copy()
     records = fraud.records(rows)
     for record in records:
@@ -211,7 +212,7 @@ async def test_records_missing_nullable_field_is_missing_value(served, fraud) ->
     assert labels == fraud.expected(rows)["label"].tolist()
 
 
-async def test_regression_bundle(served, diabetes) -> None:  # type: ignore[no-untyped-def]
+async def test_regression_bundle(served, diabetes) -> None:
     rows = diabetes.rows(0, 20)
     expected = diabetes.expected(rows)["prediction"]
     response = await served.client.post(
@@ -228,3 +229,22 @@ async def test_regression_bundle(served, diabetes) -> None:  # type: ignore[no-u
     (output,) = response.json()["outputs"]
     assert "label" not in output["name"]
     np.testing.assert_allclose(np.asarray(output["data"]).reshape(-1), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "application/json; charset=utf-8", "application/x-www-form-urlencoded", "text/plain"],
+)
+async def test_json_body_under_lenient_content_types(served, fraud, content_type) -> None:
+    rows = fraud.rows(0, 2)
+    headers = {"content-type": content_type} if content_type else {}
+    request = served.client.build_request(
+        "POST", "/v1/models/fraud:predict", content=orjson.dumps({"instances": fraud.records(rows)})
+    )
+    request.headers.pop("content-type", None)
+    request.headers.update(headers)
+    response = await served.client.send(request)
+    assert response.status_code == 200, response.text
+    assert [p["label"] for p in response.json()["predictions"]] == fraud.expected(rows)[
+        "label"
+    ].tolist()

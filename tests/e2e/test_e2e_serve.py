@@ -1,0 +1,344 @@
+"""``ferry serve`` as a real process: Triton's own clients over REST and gRPC, the SIGTERM
+drain, several workers on one port, hot swap when an alias moves, and tidy start-up errors.
+
+One registry (``fraud`` versions 1 and 2, ``production`` -> 1) is trained once for the module
+through the lab API; every server is a ``ferry serve`` subprocess with that ``FERRY_HOME``,
+on free ports, waited for on ``/v2/health/ready``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as triton_grpc
+import tritonclient.http as triton_http
+
+sys.path.insert(0, str(Path(__file__).parent))
+import serve_support as ss
+
+POLL_S = 0.3
+NUMPY_TYPES = {"FP32": np.float32, "FP64": np.float64, "BYTES": np.object_}
+
+
+@dataclass
+class Home:
+    path: Path
+    inputs: dict[int, list[str]]  # input names of each version
+
+    @property
+    def common(self) -> list[str]:
+        """Fields every version takes: records with these are valid for 1 and 2."""
+        return [n for n in self.inputs[1] if n in self.inputs[2]]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
+    path = tmp_path_factory.mktemp("serve-home")
+    return Home(path, ss.prepare_home(path))
+
+
+@pytest.fixture(scope="module")
+def shared(home: Home, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ss.Server]:
+    """One server for the client and hot-swap tests; the swap test leaves ``production`` at 1."""
+    with ss.serving(
+        home.path, tmp_path_factory.mktemp("shared"), "--poll-interval", str(POLL_S)
+    ) as server:
+        yield server
+
+
+def _columns(
+    metadata: dict[str, Any], rows: list[dict[str, Any]]
+) -> list[tuple[str, str, np.ndarray]]:
+    """One ``[rows, 1]`` array per model input, typed as the model's metadata says."""
+    columns = []
+    for spec in metadata["inputs"]:
+        values = [row[spec["name"]] for row in rows]
+        array = np.asarray(values, dtype=NUMPY_TYPES[spec["datatype"]]).reshape(-1, 1)
+        columns.append((spec["name"], spec["datatype"], array))
+    return columns
+
+
+def test_tritonclient_http_and_grpc_agree_with_the_records_route(
+    home: Home, shared: ss.Server
+) -> None:
+    rows = ss.only(ss.sample_rows(5), home.inputs[1])
+    with httpx.Client(timeout=30) as client:
+        reference = ss.predict(client, shared.url, rows)
+    assert reference.status_code == 200, reference.text
+    version = reference.json()["model_version"]
+    expected = ss.probabilities(reference.json())
+    labels = [p["label"] for p in reference.json()["predictions"]]
+
+    rest = triton_http.InferenceServerClient(f"127.0.0.1:{shared.port}")
+    assert rest.is_server_live() and rest.is_server_ready()
+    assert rest.get_server_metadata()["name"] == "ferry"
+    metadata = rest.get_model_metadata("fraud")
+    assert metadata["name"] == "fraud" and metadata["versions"] == [version]
+    assert [i["name"] for i in metadata["inputs"]] == home.inputs[1]
+    assert {i["datatype"] for i in metadata["inputs"]} == {"FP32", "FP64", "BYTES"}
+    assert rest.is_model_ready("fraud")
+    inputs = []
+    for name, datatype, array in _columns(metadata, rows):
+        tensor = triton_http.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array, binary_data=False)
+        inputs.append(tensor)
+    wanted = [
+        triton_http.InferRequestedOutput(n, binary_data=False) for n in ("probabilities", "label")
+    ]
+    answer = rest.infer("fraud", inputs, outputs=wanted)
+    np.testing.assert_allclose(answer.as_numpy("probabilities"), expected, rtol=1e-6)
+    assert [str(v) for v in answer.as_numpy("label").reshape(-1)] == labels
+    rest.close()
+
+    remote = triton_grpc.InferenceServerClient(f"127.0.0.1:{shared.grpc_port}")
+    assert remote.is_server_live() and remote.is_server_ready()
+    assert remote.get_server_metadata(as_json=True)["name"] == "ferry"
+    grpc_metadata = remote.get_model_metadata("fraud", as_json=True)
+    assert grpc_metadata["versions"] == [version]
+    assert [i["name"] for i in grpc_metadata["inputs"]] == home.inputs[1]
+    assert remote.is_model_ready("fraud")
+    grpc_inputs = []
+    for name, datatype, array in _columns(metadata, rows):
+        tensor = triton_grpc.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        grpc_inputs.append(tensor)
+    grpc_answer = remote.infer(
+        "fraud", grpc_inputs, outputs=[triton_grpc.InferRequestedOutput("probabilities")]
+    )
+    np.testing.assert_allclose(grpc_answer.as_numpy("probabilities"), expected, rtol=1e-6)
+    remote.close()
+
+
+def _readiness_after_signal(server: ss.Server, timeout: float = 1.0) -> int:
+    """The first readiness status other than 200 after SIGTERM (the handler runs on the
+    server's loop, so a probe may still see 200 for a moment)."""
+    deadline = time.perf_counter() + timeout
+    with httpx.Client(timeout=2.0) as client:
+        while True:
+            status = client.get(f"{server.url}/v2/health/ready").status_code
+            if status != 200 or time.perf_counter() > deadline:
+                return status
+
+
+def test_sigterm_turns_readiness_503_and_finishes_every_accepted_request(
+    home: Home, tmp_path: Path
+) -> None:
+    delay_s = 1.5
+    flags = ["--max-delay-ms", str(delay_s * 1000), "--max-batch-size", "1000000"]
+    rows = ss.only(ss.sample_rows(20, seed=5), home.inputs[1])
+    with ss.serving(home.path, tmp_path, *flags, "--drain-delay", "1", "--grace", "20") as server:
+        with httpx.Client(timeout=30) as client:
+            reference = ss.predict(client, server.url, rows)  # all 20 rows: the right answers
+        assert reference.status_code == 200, reference.text
+        expected = ss.probabilities(reference.json())
+
+        connections = []
+        first_sent = time.perf_counter()
+        for row in rows:  # each request fully sent; the answers are read after the signal
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            body = json.dumps({"instances": [row]})
+            connection.request(
+                "POST", "/v1/models/fraud:predict", body, {"Content-Type": "application/json"}
+            )
+            connections.append(connection)
+        signalled = server.terminate()
+        # The batcher holds the first request for delay_s: at the signal none has been answered.
+        assert signalled - first_sent < delay_s
+        exited: list[float] = []
+
+        def wait_for_exit() -> None:
+            server.proc.wait(timeout=60)
+            exited.append(time.perf_counter())
+
+        waiter = threading.Thread(target=wait_for_exit)
+        waiter.start()
+        assert _readiness_after_signal(server) == 503
+
+        answers = []
+        for connection in connections:
+            response = connection.getresponse()
+            answers.append((response.status, json.loads(response.read())))
+            connection.close()
+        waiter.join(timeout=30)
+
+    assert [status for status, _ in answers] == [200] * len(rows), answers
+    got = np.vstack([ss.probabilities(body) for _, body in answers])
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert server.proc.returncode == 0, server.output()
+    drain_s = exited[0] - signalled
+    print(f"drain: exited {drain_s:.2f} s after SIGTERM (drain delay 1 s, grace 20 s)")
+    assert drain_s < 20
+    assert "Traceback" not in server.output()
+
+
+def test_two_workers_answer_on_one_port_and_stop_together(home: Home, tmp_path: Path) -> None:
+    rows = ss.only(ss.sample_rows(8, seed=9), home.inputs[1])
+    with ss.serving(home.path, tmp_path, "--workers", "2", "--poll-interval", "60") as server:
+        workers = ss.worker_pids(server.pid)
+        assert len(workers) == 2 and all(ss.alive(pid) for pid in workers), workers
+        with httpx.Client(timeout=30) as client:
+            expected = ss.probabilities(ss.predict(client, server.url, rows).json())
+
+        def fresh_connection(index: int) -> tuple[int, Any]:
+            # A new connection per request: the kernel hands each to whichever worker accepts.
+            response = httpx.post(
+                f"{server.url}/v1/models/fraud:predict",
+                json={"instances": [rows[index % len(rows)]]},
+                timeout=30,
+            )
+            return response.status_code, response.json()
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            answers = list(pool.map(fresh_connection, range(60)))
+        assert [status for status, _ in answers] == [200] * 60, answers
+        for index, (_, body) in enumerate(answers):
+            np.testing.assert_allclose(
+                ss.probabilities(body)[0], expected[index % len(rows)], rtol=1e-6
+            )
+
+        server.terminate()
+        assert server.proc.wait(timeout=30) == 0, server.output()
+        assert not any(ss.alive(pid) for pid in workers)
+    assert "Traceback" not in server.output()
+
+
+@dataclass
+class Seen:
+    at: float
+    thread: int
+    status: int
+    version: str | None
+    proba: tuple[float, ...]
+
+
+class SwapWatch:
+    """Client threads that predict one row continuously and record every answer."""
+
+    def __init__(
+        self, server: ss.Server, row: dict[str, Any], threads: int, bound_s: float
+    ) -> None:
+        self.server, self.row, self.bound_s = server, row, bound_s
+        self.seen: list[Seen] = []
+        self.changed = threading.Condition()
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
+
+    def _run(self, index: int) -> None:
+        deadline = time.perf_counter() + self.bound_s
+        with httpx.Client(timeout=10) as client:
+            while not self.stop.is_set() and time.perf_counter() < deadline:
+                response = ss.predict(client, self.server.url, [self.row])
+                body = response.json() if response.status_code == 200 else {}
+                proba = tuple(ss.probabilities(body)[0]) if body else ()
+                with self.changed:
+                    self.seen.append(
+                        Seen(
+                            time.perf_counter(),
+                            index,
+                            response.status_code,
+                            body.get("model_version"),
+                            proba,
+                        )
+                    )
+                    self.changed.notify_all()
+
+    def __enter__(self) -> SwapWatch:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+    def first(self, version: str, after: float, timeout: float) -> float:
+        """When the first answer from ``version`` sent after ``after`` arrived."""
+
+        def found() -> float | None:
+            return next((s.at for s in self.seen if s.version == version and s.at > after), None)
+
+        with self.changed:
+            assert self.changed.wait_for(lambda: found() is not None, timeout), (
+                f"no answer from version {version} within {timeout} s"
+            )
+            return found()  # type: ignore[return-value]
+
+
+def _move_alias(home: Home, version: int) -> tuple[float, float]:
+    started = time.perf_counter()
+    done = ss.run_ferry(home.path, "registry", "alias", "fraud", "production", str(version))
+    assert done.returncode == 0, done.stderr
+    return started, time.perf_counter()
+
+
+def test_alias_moves_swap_the_served_version_under_load_without_errors(
+    home: Home, shared: ss.Server
+) -> None:
+    row = ss.only(ss.sample_rows(1, seed=3), home.common)[0]
+    with SwapWatch(shared, row, threads=2, bound_s=90) as watch:
+        watch.first("1", after=time.perf_counter(), timeout=30)
+        sent_2, done_2 = _move_alias(home, 2)
+        at_2 = watch.first("2", after=sent_2, timeout=30)
+        _, done_1 = _move_alias(home, 1)
+        at_1 = watch.first("1", after=done_1, timeout=30)
+        watch.first("1", after=at_1, timeout=30)  # and it keeps serving afterwards
+    seen = watch.seen
+
+    print(
+        f"swap 1->2: first v2 answer {at_2 - done_2:+.2f} s after `ferry registry alias` "
+        f"returned ({at_2 - sent_2:.2f} s after it started); swap 2->1: "
+        f"{at_1 - done_1:+.2f} s; {len(seen)} requests"
+    )
+    assert [s for s in seen if s.status != 200] == []
+    assert {s.version for s in seen} == {"1", "2"}
+    by_version = {v: {s.proba for s in seen if s.version == v} for v in ("1", "2")}
+    assert len(by_version["1"]) == 1 and len(by_version["2"]) == 1, by_version
+    assert by_version["1"] != by_version["2"]
+    # Each thread saw 1, then 2, then 1 again: a swap is atomic, never a mix of versions.
+    for thread in range(2):
+        versions = [s.version for s in seen if s.thread == thread]
+        changes = [b for a, b in itertools.pairwise(versions) if a != b]
+        assert changes == ["2", "1"], changes
+    # The watcher polls every POLL_S, then loads and warms the new version in a thread.
+    assert at_2 - done_2 < 2 * POLL_S + 1.0
+    assert at_1 - done_1 < 2 * POLL_S + 1.0
+
+
+def test_bad_starts_fail_fast_with_one_line(home: Home) -> None:
+    def serve(*args: str) -> tuple[Any, float]:
+        started = time.perf_counter()
+        ports = ["--port", str(ss.free_port()), "--grpc-port", str(ss.free_port())]
+        done = ss.run_ferry(home.path, "serve", *args, *ports, timeout=60)
+        return done, time.perf_counter() - started
+
+    commands = [
+        ("nope@production",),
+        ("fraud@production", "--model-batch", "fraud=12:abc"),
+        ("fraud@production", "--model-batch", "fraud"),
+    ]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        (unknown, unknown_s), *malformed = pool.map(lambda c: serve(*c), commands)
+
+    error = [line for line in unknown.stderr.splitlines() if line.strip()]
+    assert unknown.returncode != 0, unknown
+    assert len(error) == 1 and error[0].startswith("error: ") and "'nope'" in error[0], error
+    assert unknown_s < 30, f"took {unknown_s:.1f} s"
+    print(f"unknown model: exit {unknown.returncode} after {unknown_s:.1f} s: {error[0]}")
+    for done, _ in malformed:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert done.returncode != 0, done
+        assert len(lines) == 1 and "NAME=MAX_BATCH_SIZE[:MAX_DELAY_MS]" in lines[0], lines
