@@ -115,7 +115,7 @@ def test_leaking_column_stops_training_until_dropped(tmp_path: Path) -> None:
     path = tmp_path / "leaky.csv"
     frame.to_csv(path, index=False)
     leaky = spec(data={"source": str(path)}, gates={"min": {}})
-    with pytest.raises(DataError, match="leak in 'diagnosis_code'.*data.drop"):
+    with pytest.raises(DataError, match=r"leak in 'diagnosis_code'.*data\.drop"):
         train(leaky, tmp_path / "run")
     fixed = spec(data={"source": str(path), "drop": ["diagnosis_code"]}, gates={"min": {}})
     outcome = train(fixed, tmp_path / "run2")
