@@ -958,15 +958,20 @@ NOTES = [
     "- Load: `wrk -t1 -cC --latency -s benchmarks/serving_post.lua` for REST (one V2 body, "
     "per-column tensors); an asyncio `grpc.aio` client in the benchmark process for gRPC "
     "(typed contents; 1 channel at c=1, 4 channels at c=32). Both share the 2 cores with the "
-    "server. wrk costs little; the Python gRPC client costs about a core, so gRPC throughput "
-    "is bounded by the client as much as by the server: compare `server CPU µs/req` too.",
-    "- `thin`: FastAPI on uvicorn (1 worker, uvloop, httptools), orjson in and out, numpy "
-    "feeds, the same model.onnx with 1 intra-op thread, no validation and no threshold.",
+    "server: `client cores` is what the load generator used. wrk costs little; the Python gRPC "
+    "client costs far more per request, so compare `server CPU µs/req` as well as req/s.",
+    "- `thin` REST: FastAPI on uvicorn (1 worker, uvloop, httptools), orjson in and out, numpy "
+    "feeds, the same model.onnx with 1 intra-op thread; no validation, no threshold, no "
+    "monitoring. `thin` gRPC: the same in a hand-written `grpc.aio` `ModelInfer` (default "
+    "asyncio loop). Ratios compare each point with the thin point of the same protocol, "
+    "concurrency and rows (the records route with thin REST v2).",
     "- `in-process`: `ferry request path` is Ferry's per-request work without HTTP or the "
     "batcher (orjson parse, V2 decode and signature checks, quality counts, graph call, "
     "output shaping, orjson encode); `thin request path` is the thin endpoint's.",
     f"- The {BIG_ROWS}-row target compares mean latency at concurrency 1 (one request at a "
-    "time: its full cost).",
+    "time: its full cost); server CPU per request is shown as a second view of the cost.",
+    "- p99 at c=32 is the most fragile number here: when other jobs take CPU (`others cores`) "
+    "the server is descheduled and tails grow for every server alike.",
     "- With 2 workers the kernel spreads connections over the workers by SO_REUSEPORT hash "
     "(gRPC) or accept races (HTTP): balance between them varies from run to run.",
 ]

@@ -78,6 +78,21 @@ def prepare_home(home: Path, versions: int = 2) -> dict[int, list[str]]:
     return inputs
 
 
+def alias_moved_at(home: Path, version: int, alias: str = "production") -> float:
+    """When (epoch seconds) the registry recorded the newest move of ``fraud@alias`` to
+    ``version``: the moment a server can first see it, unlike the CLI's exit."""
+    from ferry.registry import open_registry
+
+    registry = open_registry(f"sqlite:///{home}/registry.db", str(home / "artifacts"))
+    try:
+        for event in registry.events("fraud", limit=50):  # newest first
+            if event.details.get("alias") == alias and event.details.get("to") == version:
+                return event.at.timestamp()
+    finally:
+        registry.close()
+    raise AssertionError(f"no event moves fraud@{alias} to {version}")
+
+
 def run_ferry(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(FERRY), *args],

@@ -127,11 +127,6 @@ def test_unusable_files_fail_with_one_clear_line_and_debug_shows_why(ferry: Ferr
     assert "ferry.errors.DataError: data file not found: 'missing.csv'" in debug.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: rich wraps the error at 80 columns when stderr is not a terminal "
-    "(src/ferry/cli/console.py err_console has no soft_wrap), so errors are not one line",
-)
 def test_errors_are_one_line_at_the_default_console_width(ferry: Ferry) -> None:
     ferry.env.pop("COLUMNS")  # as in a CI log or `2> file`: no terminal, no COLUMNS
     run = ferry("data", "inspect", "a/rather/long/path/to/some/missing/file.csv")

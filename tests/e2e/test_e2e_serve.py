@@ -30,6 +30,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import serve_support as ss
 
 POLL_S = 0.3
+# The same row can come back a few float32 ulps apart when the batcher joins it with other
+# requests (ONNX Runtime picks other kernels for other batch sizes): equal means this close.
+CLOSE = {"rtol": 1e-5, "atol": 1e-6}
 NUMPY_TYPES = {"FP32": np.float32, "FP64": np.float64, "BYTES": np.object_}
 
 
@@ -99,7 +102,7 @@ def test_tritonclient_http_and_grpc_agree_with_the_records_route(
         triton_http.InferRequestedOutput(n, binary_data=False) for n in ("probabilities", "label")
     ]
     answer = rest.infer("fraud", inputs, outputs=wanted)
-    np.testing.assert_allclose(answer.as_numpy("probabilities"), expected, rtol=1e-6)
+    np.testing.assert_allclose(answer.as_numpy("probabilities"), expected, **CLOSE)
     assert [str(v) for v in answer.as_numpy("label").reshape(-1)] == labels
     rest.close()
 
@@ -118,7 +121,7 @@ def test_tritonclient_http_and_grpc_agree_with_the_records_route(
     grpc_answer = remote.infer(
         "fraud", grpc_inputs, outputs=[triton_grpc.InferRequestedOutput("probabilities")]
     )
-    np.testing.assert_allclose(grpc_answer.as_numpy("probabilities"), expected, rtol=1e-6)
+    np.testing.assert_allclose(grpc_answer.as_numpy("probabilities"), expected, **CLOSE)
     remote.close()
 
 
@@ -176,7 +179,7 @@ def test_sigterm_turns_readiness_503_and_finishes_every_accepted_request(
 
     assert [status for status, _ in answers] == [200] * len(rows), answers
     got = np.vstack([ss.probabilities(body) for _, body in answers])
-    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    np.testing.assert_allclose(got, expected, **CLOSE)
     assert server.proc.returncode == 0, server.output()
     drain_s = exited[0] - signalled
     print(f"drain: exited {drain_s:.2f} s after SIGTERM (drain delay 1 s, grace 20 s)")
@@ -206,7 +209,7 @@ def test_two_workers_answer_on_one_port_and_stop_together(home: Home, tmp_path: 
         assert [status for status, _ in answers] == [200] * 60, answers
         for index, (_, body) in enumerate(answers):
             np.testing.assert_allclose(
-                ss.probabilities(body)[0], expected[index % len(rows)], rtol=1e-6
+                ss.probabilities(body)[0], expected[index % len(rows)], **CLOSE
             )
 
         server.terminate()
@@ -217,11 +220,11 @@ def test_two_workers_answer_on_one_port_and_stop_together(home: Home, tmp_path: 
 
 @dataclass
 class Seen:
-    at: float
+    at: float  # epoch seconds, to compare with the registry's event times
     thread: int
     status: int
     version: str | None
-    proba: tuple[float, ...]
+    proba: np.ndarray
 
 
 class SwapWatch:
@@ -237,22 +240,18 @@ class SwapWatch:
         self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
 
     def _run(self, index: int) -> None:
-        deadline = time.perf_counter() + self.bound_s
+        deadline = time.time() + self.bound_s
         with httpx.Client(timeout=10) as client:
-            while not self.stop.is_set() and time.perf_counter() < deadline:
+            while not self.stop.is_set() and time.time() < deadline:
                 response = ss.predict(client, self.server.url, [self.row])
-                body = response.json() if response.status_code == 200 else {}
-                proba = tuple(ss.probabilities(body)[0]) if body else ()
+                ok = response.status_code == 200
+                body = response.json() if ok else {}
+                proba = ss.probabilities(body)[0] if ok else np.zeros(2)
+                seen = Seen(
+                    time.time(), index, response.status_code, body.get("model_version"), proba
+                )
                 with self.changed:
-                    self.seen.append(
-                        Seen(
-                            time.perf_counter(),
-                            index,
-                            response.status_code,
-                            body.get("model_version"),
-                            proba,
-                        )
-                    )
+                    self.seen.append(seen)
                     self.changed.notify_all()
 
     def __enter__(self) -> SwapWatch:
@@ -266,7 +265,7 @@ class SwapWatch:
             thread.join()
 
     def first(self, version: str, after: float, timeout: float) -> float:
-        """When the first answer from ``version`` sent after ``after`` arrived."""
+        """When the first answer from ``version`` after ``after`` arrived (epoch seconds)."""
 
         def found() -> float | None:
             return next((s.at for s in self.seen if s.version == version and s.at > after), None)
@@ -279,10 +278,12 @@ class SwapWatch:
 
 
 def _move_alias(home: Home, version: int) -> tuple[float, float]:
-    started = time.perf_counter()
+    """``ferry registry alias`` as a user runs it: when the registry recorded the move and
+    when the command returned (epoch seconds)."""
     done = ss.run_ferry(home.path, "registry", "alias", "fraud", "production", str(version))
+    returned = time.time()
     assert done.returncode == 0, done.stderr
-    return started, time.perf_counter()
+    return ss.alias_moved_at(home.path, version), returned
 
 
 def test_alias_moves_swap_the_served_version_under_load_without_errors(
@@ -290,32 +291,34 @@ def test_alias_moves_swap_the_served_version_under_load_without_errors(
 ) -> None:
     row = ss.only(ss.sample_rows(1, seed=3), home.common)[0]
     with SwapWatch(shared, row, threads=2, bound_s=90) as watch:
-        watch.first("1", after=time.perf_counter(), timeout=30)
-        sent_2, done_2 = _move_alias(home, 2)
-        at_2 = watch.first("2", after=sent_2, timeout=30)
-        _, done_1 = _move_alias(home, 1)
-        at_1 = watch.first("1", after=done_1, timeout=30)
-        watch.first("1", after=at_1, timeout=30)  # and it keeps serving afterwards
+        watch.first("1", after=time.time(), timeout=30)
+        moved_2, returned_2 = _move_alias(home, 2)
+        at_2 = watch.first("2", after=moved_2, timeout=30)
+        moved_1, returned_1 = _move_alias(home, 1)
+        at_1 = watch.first("1", after=moved_1, timeout=30)
+        watch.first("1", after=max(at_1, returned_1), timeout=30)  # and it keeps serving
     seen = watch.seen
 
     print(
-        f"swap 1->2: first v2 answer {at_2 - done_2:+.2f} s after `ferry registry alias` "
-        f"returned ({at_2 - sent_2:.2f} s after it started); swap 2->1: "
-        f"{at_1 - done_1:+.2f} s; {len(seen)} requests"
+        f"swap 1->2: first v2 answer {at_2 - moved_2:.2f} s after the registry recorded the move "
+        f"({at_2 - returned_2:+.2f} s from the CLI's exit); swap 2->1: {at_1 - moved_1:.2f} s "
+        f"({at_1 - returned_1:+.2f} s); {len(seen)} requests, poll interval {POLL_S} s"
     )
     assert [s for s in seen if s.status != 200] == []
     assert {s.version for s in seen} == {"1", "2"}
-    by_version = {v: {s.proba for s in seen if s.version == v} for v in ("1", "2")}
-    assert len(by_version["1"]) == 1 and len(by_version["2"]) == 1, by_version
-    assert by_version["1"] != by_version["2"]
+    answers = {v: np.vstack([s.proba for s in seen if s.version == v]) for v in ("1", "2")}
+    for rows in answers.values():
+        np.testing.assert_allclose(rows, np.broadcast_to(rows[0], rows.shape), **CLOSE)
+    assert np.abs(answers["1"][0] - answers["2"][0]).max() > 1e-3  # really another model
     # Each thread saw 1, then 2, then 1 again: a swap is atomic, never a mix of versions.
     for thread in range(2):
         versions = [s.version for s in seen if s.thread == thread]
         changes = [b for a, b in itertools.pairwise(versions) if a != b]
         assert changes == ["2", "1"], changes
-    # The watcher polls every POLL_S, then loads and warms the new version in a thread.
-    assert at_2 - done_2 < 2 * POLL_S + 1.0
-    assert at_1 - done_1 < 2 * POLL_S + 1.0
+    # The watcher resolves every POLL_S, then fetches, verifies, loads and warms the new
+    # version in a thread: allow two intervals plus the load, on a busy machine.
+    assert at_2 - moved_2 < 2 * POLL_S + 1.5
+    assert at_1 - moved_1 < 2 * POLL_S + 1.5
 
 
 def test_bad_starts_fail_fast_with_one_line(home: Home) -> None:

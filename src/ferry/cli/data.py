@@ -6,9 +6,6 @@ import typer
 from rich.table import Table
 
 from ferry.cli.console import console
-from ferry.data.load import load_dataset
-from ferry.data.quality import check_quality
-from ferry.data.schema import infer_schema
 
 data_app = typer.Typer(help="Look at data before training on it.", no_args_is_help=True)
 
@@ -23,7 +20,11 @@ def inspect_command(
     ),
     rows: int | None = typer.Option(None, help="Rows for builtin generators."),
 ) -> None:
-    """Infer the schema and report quality problems with counts."""
+    """Infer the schema and report quality problems with counts (exit 1 on an error-level one)."""
+    from ferry.data.load import load_dataset
+    from ferry.data.quality import check_quality
+    from ferry.data.schema import infer_schema
+
     frame = load_dataset(source, rows=rows)
     schema = infer_schema(frame, target)
     console.print(f"[bold]{source}[/]: {len(frame)} rows × {frame.shape[1]} columns")

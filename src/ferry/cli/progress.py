@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.progress import (
     BarColumn,
@@ -15,7 +16,9 @@ from rich.progress import (
 )
 
 from ferry.cli.console import console
-from ferry.training.search import Candidate
+
+if TYPE_CHECKING:
+    from ferry.training.search import Candidate
 
 
 class RichObserver:

@@ -60,6 +60,9 @@ def serve_command(
     model_batch: list[str] = typer.Option([], help="Per model: NAME=SIZE[:DELAY_MS]."),
     max_body_mb: float = typer.Option(64.0, help="Request body limit (MiB)."),
     log_level: str = typer.Option("warning", help="debug, info, warning, error."),
+    monitoring: bool = typer.Option(True, help="Metrics, drift, prediction log, feedback."),
+    sample_rate: float = typer.Option(1.0, min=0, max=1, help="Share of rows logged."),
+    drift_window: int = typer.Option(500, min=10, help="Rows per drift test window."),
 ) -> None:
     """Serve models over Open Inference Protocol V2 (REST and gRPC)."""
     from ferry.serving.server import ServeConfig, run
@@ -89,6 +92,10 @@ def serve_command(
         per_model_batch=_model_batches(model_batch, base),
         auth=TokenAuth(settings.token_list("predict"), settings.token_list("admin")),
         log_level=log_level,
+        monitoring=monitoring,
+        log_dir=Path(settings.home) / "predictions",
+        sample_rate=sample_rate,
+        drift_window=drift_window,
     )
     raise typer.Exit(run(config))
 

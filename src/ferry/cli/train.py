@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -14,13 +15,16 @@ from ferry.cli.progress import RichObserver
 from ferry.cli.specs import QUICKSTART, TEMPLATE
 from ferry.core.spec import Spec, load_spec, parse_spec
 from ferry.errors import SpecError
-from ferry.lab import TrainOutcome, train
-from ferry.registry import open_registry
-from ferry.registry.service import Registry
 from ferry.settings import Settings
+
+if TYPE_CHECKING:  # the lab pulls in scikit-learn and friends: import it only to run it
+    from ferry.lab import TrainOutcome
+    from ferry.registry.service import Registry
 
 
 def _registry(settings: Settings) -> Registry:
+    from ferry.registry import open_registry
+
     settings.home.mkdir(parents=True, exist_ok=True)
     return open_registry(settings.resolved_registry_url(), settings.resolved_artifacts_url())
 
@@ -92,6 +96,8 @@ def _summary(outcome: TrainOutcome) -> None:
 
 
 def run_training(spec: Spec, settings: Settings, alias: str | None) -> TrainOutcome:
+    from ferry.lab import train
+
     registry = _registry(settings)
     with RichObserver(spec.search.time_budget_s) as observer:
         outcome = train(

@@ -166,11 +166,12 @@ def decode_tensor(tensor: Mapping[str, Any], max_elements: int = 10_000_000) -> 
     return array.reshape(shape)
 
 
-def _from_array(name: str, data: np.ndarray, shape: tuple[int, ...], datatype: str
-                ) -> np.ndarray:
+def _from_array(name: str, data: np.ndarray, shape: tuple[int, ...], datatype: str) -> np.ndarray:
     if data.size != math.prod(shape):
-        raise SignatureError(f"input {name!r}: shape {list(shape)} needs {math.prod(shape)} "
-                             f"values, data has {data.size}")
+        raise SignatureError(
+            f"input {name!r}: shape {list(shape)} needs {math.prod(shape)} "
+            f"values, data has {data.size}"
+        )
     return data.reshape(shape).astype(DATATYPES[datatype], copy=False)
 
 

@@ -134,6 +134,8 @@ def _format_error(error: dict[str, Any]) -> str:
     if error["type"] == "missing":
         return f"{key}: required key is missing; add it"
     message = error["msg"].removeprefix("Value error, ")
+    if not error["loc"]:  # whole-spec checks name their own key
+        return message
     received = error.get("input")
     if isinstance(received, dict | list):
         return f"{key}: {message}"

@@ -23,9 +23,11 @@ class GateResult:
 
 def _pair(value: float, limit: float) -> tuple[str, str]:
     """Value and limit formatted so that different numbers never print the same."""
-    a, b = f"{value:.3f}", f"{limit:.3f}"
-    if a == b and value != limit:
-        a, b = f"{value:.6g}", f"{limit:.6g}"
+    a = f"{value:.3f}"
+    # The limit is what the user wrote: print it as written, never rounded (0.99999, not 1.000).
+    b = f"{limit:g}"
+    if a == f"{limit:.3f}" and value != limit:
+        a = f"{value:.6g}"
     return a, b
 
 

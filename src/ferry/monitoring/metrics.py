@@ -31,59 +31,138 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("ferry_serving_requests_total", "Requests by outcome.",
-                                ["model", "protocol", "status"], registry=r)
-        self.latency = Histogram("ferry_serving_request_duration_seconds",
-                                 "Request latency, receipt to response.", ["model", "protocol"],
-                                 buckets=LATENCY_BUCKETS, registry=r)
-        self.in_flight = Gauge("ferry_serving_in_flight_requests", "Requests being served.",
-                               ["model"], registry=r, multiprocess_mode="livesum")
-        self.queue_wait = Histogram("ferry_batching_queue_wait_seconds",
-                                    "Time a request waited for its batch.", ["model", "version"],
-                                    buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_rows = Histogram("ferry_batching_batch_rows", "Rows per graph call.",
-                                    ["model", "version"], buckets=ROW_BUCKETS, registry=r)
-        self.loads = Counter("ferry_pool_model_loads_total", "Model version loads by result.",
-                             ["model", "result"], registry=r)
-        self.model_info = Gauge("ferry_pool_model_info", "1 for the version a ref serves.",
-                                ["model", "version", "ref"], registry=r,
-                                multiprocess_mode="liveall")
-        self.classes = Counter("ferry_prediction_class_total", "Predicted labels.",
-                               ["model", "version", "label"], registry=r)
-        self.scores = Histogram("ferry_prediction_score_ratio",
-                                "Positive-class probability (binary models).",
-                                ["model", "version"], buckets=SCORE_BUCKETS, registry=r)
-        self.missing = Counter("ferry_quality_missing_values_total", "Missing values served.",
-                               ["model", "version", "input"], registry=r)
-        self.out_of_range = Counter("ferry_quality_out_of_range_values_total",
-                                    "Values outside the training range.",
-                                    ["model", "version", "input"], registry=r)
-        self.unseen = Counter("ferry_quality_unseen_categories_total",
-                              "Categories not seen in training.", ["model", "version", "input"],
-                              registry=r)
-        self.drift_p = Gauge("ferry_drift_p_value", "Last window's drift test p-value.",
-                             ["model", "version", "feature"], registry=r,
-                             multiprocess_mode="mostrecent")
-        self.drift_flag = Gauge("ferry_drift_flag", "1 if the feature drifted in the last window.",
-                                ["model", "version", "feature"], registry=r,
-                                multiprocess_mode="max")
-        self.drift_share = Gauge("ferry_drift_share_ratio", "Share of features that drifted.",
-                                 ["model", "version"], registry=r, multiprocess_mode="max")
-        self.drift_alarm = Gauge("ferry_drift_alarm", "1 while k of the last n windows drifted.",
-                                 ["model", "version"], registry=r, multiprocess_mode="max")
-        self.live_quality = Gauge("ferry_feedback_quality", "Windowed quality from late labels.",
-                                  ["model", "version", "metric"], registry=r,
-                                  multiprocess_mode="mostrecent")
-        self.feedback = Counter("ferry_feedback_labels_total", "Late labels by join result.",
-                                ["model", "result"], registry=r)
-        self.log_dropped = Counter("ferry_log_dropped_rows_total",
-                                   "Prediction-log rows dropped because the store was slow.",
-                                   ["model"], registry=r)
+        self.requests = Counter(
+            "ferry_serving_requests_total",
+            "Requests by outcome.",
+            ["model", "protocol", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "ferry_serving_request_duration_seconds",
+            "Request latency, receipt to response.",
+            ["model", "protocol"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "ferry_serving_in_flight_requests",
+            "Requests being served.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.queue_wait = Histogram(
+            "ferry_batching_queue_wait_seconds",
+            "Time a request waited for its batch.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            "ferry_batching_batch_rows",
+            "Rows per graph call.",
+            ["model", "version"],
+            buckets=ROW_BUCKETS,
+            registry=r,
+        )
+        self.loads = Counter(
+            "ferry_pool_model_loads_total",
+            "Model version loads by result.",
+            ["model", "result"],
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "ferry_pool_model_info",
+            "1 for the version a ref serves.",
+            ["model", "version", "ref"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.classes = Counter(
+            "ferry_prediction_class_total",
+            "Predicted labels.",
+            ["model", "version", "label"],
+            registry=r,
+        )
+        self.scores = Histogram(
+            "ferry_prediction_score_ratio",
+            "Positive-class probability (binary models).",
+            ["model", "version"],
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
+        self.missing = Counter(
+            "ferry_quality_missing_values_total",
+            "Missing values served.",
+            ["model", "version", "input"],
+            registry=r,
+        )
+        self.out_of_range = Counter(
+            "ferry_quality_out_of_range_values_total",
+            "Values outside the training range.",
+            ["model", "version", "input"],
+            registry=r,
+        )
+        self.unseen = Counter(
+            "ferry_quality_unseen_categories_total",
+            "Categories not seen in training.",
+            ["model", "version", "input"],
+            registry=r,
+        )
+        self.drift_p = Gauge(
+            "ferry_drift_p_value",
+            "Last window's drift test p-value.",
+            ["model", "version", "feature"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.drift_flag = Gauge(
+            "ferry_drift_flag",
+            "1 if the feature drifted in the last window.",
+            ["model", "version", "feature"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.drift_share = Gauge(
+            "ferry_drift_share_ratio",
+            "Share of features that drifted.",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.drift_alarm = Gauge(
+            "ferry_drift_alarm",
+            "1 while k of the last n windows drifted.",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.live_quality = Gauge(
+            "ferry_feedback_quality",
+            "Windowed quality from late labels.",
+            ["model", "version", "metric"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.feedback = Counter(
+            "ferry_feedback_labels_total",
+            "Late labels by join result.",
+            ["model", "result"],
+            registry=r,
+        )
+        self.log_dropped = Counter(
+            "ferry_log_dropped_rows_total",
+            "Prediction-log rows dropped because the store was slow.",
+            ["model"],
+            registry=r,
+        )
 
-    def count_quality(self, model: str, version: str, kind: str, counts: Mapping[str, int]
-                      ) -> None:
-        series = {"missing": self.missing, "out_of_range": self.out_of_range,
-                  "unseen": self.unseen}[kind]
+    def count_quality(self, model: str, version: str, kind: str, counts: Mapping[str, int]) -> None:
+        series = {
+            "missing": self.missing,
+            "out_of_range": self.out_of_range,
+            "unseen": self.unseen,
+        }[kind]
         for name, count in counts.items():
             if count:
                 series.labels(model, version, name).inc(count)

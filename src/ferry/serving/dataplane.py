@@ -6,13 +6,18 @@ its wire format; validation, batching and errors are decided once, here.
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ferry import __version__
-from ferry.errors import SignatureError
-from ferry.serving.inputs import feeds_from_records, feeds_from_tensors
+from ferry.errors import ErrorCode, FerryError, SignatureError
+from ferry.serving.inputs import Feeds, feeds_from_records, feeds_from_tensors
+from ferry.serving.model import LoadedModel
 from ferry.serving.pool import ModelPool
 
 EXTENSIONS = ["model_repository"]
@@ -26,12 +31,18 @@ class Limits:
 
 @dataclass
 class InferResult:
-    """What the monitoring hooks see of a finished request."""
+    """What the monitoring hooks see of a finished request (references, not copies)."""
 
-    model: str
-    version: int
+    model: LoadedModel
     rows: int
     protocol: str
+    request_id: str
+    feeds: Feeds
+    outputs: dict[str, np.ndarray]
+    at: float = field(default_factory=time.time)
+
+
+RequestHook = Callable[[str, str, str, float], None]  # protocol, model, status, seconds
 
 
 class DataPlane:
@@ -40,6 +51,10 @@ class DataPlane:
         self.limits = limits or Limits()
         self.draining = False
         self.on_infer: list[Callable[[InferResult], None]] = []
+        self.on_request: list[RequestHook] = []
+        # Monitoring plugs these in at the entry point; serving does not import monitoring.
+        self.feedback_handler: Callable[[str, list[dict[str, Any]]], dict[str, int]] | None = None
+        self.scraper: Callable[[], tuple[bytes, str]] | None = None
 
     def live(self) -> bool:
         return True
@@ -83,7 +98,8 @@ class DataPlane:
             response["id"] = request["id"]
         if request.get("parameters"):
             response["parameters"] = request["parameters"]
-        self._notify(InferResult(model.name, model.version, rows, protocol))
+        request_id = str(request.get("id") or uuid.uuid4().hex)
+        self._notify(InferResult(model, rows, protocol, request_id, feeds, outputs))
         return response
 
     async def predict(
@@ -95,8 +111,10 @@ class DataPlane:
         feeds, rows = feeds_from_records(model.signature, body.get("instances"))
         self._check_rows(rows)
         outputs = await model.run(feeds, rows)
-        self._notify(InferResult(model.name, model.version, rows, "records"))
+        request_id = str(body.get("id") or uuid.uuid4().hex)
+        self._notify(InferResult(model, rows, "records", request_id, feeds, outputs))
         return {
+            "id": request_id,
             "model_name": model.name,
             "model_version": str(model.version),
             "predictions": model.predictions(outputs),
@@ -105,6 +123,30 @@ class DataPlane:
     def _notify(self, result: InferResult) -> None:
         for hook in self.on_infer:
             hook(result)
+
+    def observe_request(self, protocol: str, model: str, status: str, seconds: float) -> None:
+        for hook in self.on_request:
+            hook(protocol, model, status, seconds)
+
+    def feedback(self, name: str, body: object) -> dict[str, int]:
+        """Late labels: ``[{"id": ..., "label": ...}]``; unknown ids are counted, not errors."""
+        self.pool.get(name)
+        items = body.get("labels") if isinstance(body, Mapping) else body
+        if not isinstance(items, list) or not all(
+            isinstance(i, Mapping) and "id" in i and "label" in i for i in items
+        ):
+            raise SignatureError('feedback must be a list of {"id": ..., "label": ...} objects')
+        if self.feedback_handler is None:
+            raise FerryError(
+                "monitoring is off on this server, so labels cannot be joined",
+                code=ErrorCode.FAILED_PRECONDITION,
+            )
+        return self.feedback_handler(name, [dict(i) for i in items])
+
+    def scrape(self) -> tuple[bytes, str]:
+        if self.scraper is None:
+            raise FerryError("metrics are off on this server", code=ErrorCode.NOT_FOUND)
+        return self.scraper()
 
     def repository_index(self) -> list[dict[str, Any]]:
         return [

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import struct
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -295,6 +296,14 @@ def _rpc(scope: str) -> Callable[[Handler[Req, Resp]], Handler[Req, Resp]]:
     return wrap
 
 
+def _status_name(context: Any) -> str:
+    try:
+        code = context.code()
+    except Exception:  # older grpc.aio contexts have no code(); the status is then unknown
+        code = None
+    return code.name if code is not None else "UNKNOWN"
+
+
 async def _abort(context: Any, exc: FerryError) -> None:
     trailers: tuple[tuple[str, str], ...] = ()
     retry = getattr(exc, "retry_after_s", None)
@@ -342,8 +351,21 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         meta = self.plane.model_metadata(request.name, request.version or None)
         return _metadata_response(meta)
 
-    @_rpc("predict")
     async def ModelInfer(self, request: Any, context: Any) -> Any:
+        started = time.perf_counter()
+        status = "OK"
+        try:
+            return await self._infer(request, context)
+        except BaseException:
+            status = _status_name(context)
+            raise
+        finally:
+            self.plane.observe_request(
+                "grpc", request.model_name, status, time.perf_counter() - started
+            )
+
+    @_rpc("predict")
+    async def _infer(self, request: Any, context: Any) -> Any:
         v2 = request_to_v2(request)
         result = await self.plane.infer(
             request.model_name, request.model_version or None, v2, protocol="grpc"

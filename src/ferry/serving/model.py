@@ -50,12 +50,17 @@ class LoadedModel:
         await self.batcher.close()
 
     async def run(self, feeds: Feeds, rows: int) -> dict[str, np.ndarray]:
-        self._count(measure_quality(self.manifest.signature, feeds))
+        # Quality counting happens in monitoring, off the request's critical path.
         self.in_flight += 1
         try:
             return await self.batcher.submit(feeds, rows)
         finally:
             self.in_flight -= 1
+
+    def count_quality(self, feeds: Feeds) -> InputQuality:
+        seen = measure_quality(self.manifest.signature, feeds)
+        self._count(seen)
+        return seen
 
     def _count(self, seen: InputQuality) -> None:
         for mine, theirs in (

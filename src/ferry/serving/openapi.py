@@ -123,6 +123,19 @@ def _model_paths(prefix: str, params: list[str]) -> dict[str, Any]:
     }
 
 
+def _metrics_op() -> dict[str, Any]:
+    return {
+        "summary": "Prometheus metrics",
+        "responses": {
+            "200": {
+                "description": "exposition text",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            "404": _ERRORS["404"],
+        },
+    }
+
+
 def openapi_document(admin: bool = False) -> dict[str, Any]:
     health = {"type": "object"}
     paths: dict[str, Any] = {
@@ -130,6 +143,15 @@ def openapi_document(admin: bool = False) -> dict[str, Any]:
         "/v2/health/ready": {"get": _op("Server readiness", [], health)},
         "/v2": {"get": _op("Server metadata", [], health)},
         "/openapi.json": {"get": _op("This document", [], health)},
+        "/metrics": {"get": _metrics_op()},
+        "/v2/models/{model}/feedback": {
+            "post": _op(
+                "Late labels for logged predictions",
+                ["model"],
+                {"type": "object"},
+                {"type": "array", "items": {"type": "object", "required": ["id", "label"]}},
+            )
+        },
         **_model_paths("/v2/models/{model}", ["model"]),
         **_model_paths("/v2/models/{model}/versions/{version}", ["model", "version"]),
     }

@@ -8,12 +8,14 @@ hard size limit (declared or chunked), parsed with orjson, and every error is
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -153,6 +155,14 @@ class RestApp:
         await self.plane.unload(request.path_params["model"])
         return json_response({})
 
+    async def metrics(self, request: Request) -> Response:
+        text, content_type = self.plane.scrape()
+        return Response(text, 200, media_type=content_type)
+
+    async def feedback(self, request: Request) -> Response:
+        body = await self.body(request)
+        return json_response(self.plane.feedback(request.path_params["model"], body))
+
     async def openapi(self, request: Request) -> Response:
         return json_response(openapi_document(admin=self.auth.admin_enabled))
 
@@ -163,6 +173,8 @@ class RestApp:
             Route("/v2/health/ready", g(self.ready, "public"), methods=["GET"]),
             Route("/v2", g(self.server_metadata), methods=["GET"]),
             Route("/openapi.json", g(self.openapi, "public"), methods=["GET"]),
+            Route("/metrics", g(self.metrics, "public"), methods=["GET"]),
+            Route("/v2/models/{model}/feedback", g(self.feedback), methods=["POST"]),
         ]
         for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
             routes += [
@@ -206,5 +218,40 @@ def build_app(
 ) -> Starlette:
     rest = RestApp(plane, auth, max_body)
     return Starlette(
-        routes=rest.routes(), exception_handlers={HTTPException: _http_error}, lifespan=lifespan
+        routes=rest.routes(),
+        exception_handlers={HTTPException: _http_error},
+        lifespan=lifespan,
+        middleware=[Middleware(RequestMetrics, plane=plane)],
     )
+
+
+class RequestMetrics:
+    """Times every model request and reports its status to the data plane's request hooks."""
+
+    def __init__(self, app: Any, plane: DataPlane) -> None:
+        self.app, self.plane = app, plane
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        model = _model_of(scope.get("path", "")) if scope["type"] == "http" else None
+        if model is None or not self.plane.on_request:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = ["500"]
+
+        async def send_status(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = str(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.plane.observe_request("rest", model, status[0], time.perf_counter() - started)
+
+
+def _model_of(path: str) -> str | None:
+    parts = path.split("/")
+    if len(parts) > 3 and parts[1] in ("v1", "v2") and parts[2] == "models":
+        return parts[3].split(":")[0]
+    return None

@@ -15,10 +15,11 @@ import multiprocessing
 import os
 import signal
 import socket
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -56,6 +57,10 @@ class ServeConfig:
     auth: TokenAuth = field(default_factory=TokenAuth)
     limits: Limits = field(default_factory=Limits)
     log_level: str = "warning"
+    monitoring: bool = True
+    log_dir: Path | None = Path(".ferry/predictions")
+    sample_rate: float = 1.0
+    drift_window: int = 500
 
     def intra_threads(self) -> int:
         # Every pool (ORT, OpenMP, BLAS) is sized from the worker count: see REFERENCES.md.
@@ -91,6 +96,28 @@ class FerryServer:
         self.app = build_app(self.plane, config.auth, config.max_body)
         self.stopping = asyncio.Event()
         self.grpc_port: int | None = None
+        self.monitor = self._monitor() if config.monitoring else None
+
+    def _monitor(self) -> Any:
+        # Imported here: monitoring builds on serving, so serving may not import it at the top.
+        from ferry.monitoring.drift import DriftConfig
+        from ferry.monitoring.metrics import Metrics, scrape
+        from ferry.monitoring.monitor import Monitor, MonitorConfig
+        from ferry.monitoring.predlog import LogConfig, PredictionLog
+
+        metrics = Metrics()
+        log_store = None
+        if self.config.log_dir is not None:
+            log_store = PredictionLog(LogConfig(self.config.log_dir, self.config.sample_rate))
+        monitor = Monitor(
+            metrics, MonitorConfig(drift=DriftConfig(window=self.config.drift_window)), log_store
+        )
+        self.plane.on_infer.append(monitor.on_infer)
+        self.plane.on_request.append(monitor.on_request)
+        self.plane.feedback_handler = monitor.add_feedback
+        self.plane.scraper = lambda: scrape(metrics)
+        self.pool.listeners.append(monitor.on_load)
+        return monitor
 
     def _uvicorn(self) -> _Uvicorn:
         return _Uvicorn(
@@ -120,16 +147,27 @@ class FerryServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         http = self._uvicorn()
-        http_task = loop.create_task(http.serve(sockets=[sock] if sock else None))
+        http_task: asyncio.Task[None] | None = None
         grpc_server = None
         try:
-            grpc_server = await self._start_grpc()
+            if sock is None:  # a lone server listens at once: live, and not ready while it loads
+                http_task = loop.create_task(http.serve())
+                grpc_server = await self._start_grpc()
             for ref in self.config.refs:
                 await self.pool.add(ref)
+            if sock is not None:
+                # A worker takes connections from the shared socket only once its models are
+                # loaded: the kernel gives a connection to whichever worker accepts, and one
+                # still loading would answer it 404.
+                http_task = loop.create_task(http.serve(sockets=[sock]))
+                grpc_server = await self._start_grpc()
             watcher = loop.create_task(self.pool.watch())
+            monitoring = loop.create_task(self.monitor.run()) if self.monitor else None
             await self.stopping.wait()
             await asyncio.sleep(self.config.drain_delay_s)
             watcher.cancel()
+            if monitoring is not None:
+                monitoring.cancel()
         finally:
             # Also on a failed start: listeners left open would outlive the loop (gRPC then
             # prints a traceback from its finaliser) and the CLI's one-line error.
@@ -149,15 +187,21 @@ class FerryServer:
         return server
 
     async def _shutdown(
-        self, http: _Uvicorn, http_task: asyncio.Task[None], grpc_server: grpc.aio.Server | None
+        self,
+        http: _Uvicorn,
+        http_task: asyncio.Task[None] | None,
+        grpc_server: grpc.aio.Server | None,
     ) -> None:
         http.should_exit = True
-        stops = [http_task]
+        stops = [http_task] if http_task is not None else []
         if grpc_server is not None:
             stops.append(
                 asyncio.get_running_loop().create_task(grpc_server.stop(self.config.grace_s))
             )
-        await asyncio.wait(stops, timeout=self.config.grace_s)
+        if stops:
+            await asyncio.wait(stops, timeout=self.config.grace_s)
+        if self.monitor is not None:
+            await self.monitor.flush()  # the prediction log loses nothing on a graceful stop
         await self.pool.close()
 
 
@@ -188,12 +232,19 @@ def _worker(config: ServeConfig, sock: socket.socket | None) -> None:
         raise SystemExit(2) from None
 
 
+def _multiprocess_metrics_dir() -> None:
+    """Several workers share metrics through prometheus_client's files in one fresh dir."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ferry-metrics-")
+
+
 def run(config: ServeConfig) -> int:
     """Run in this process (one worker) or supervise ``workers`` processes sharing the port."""
     if config.workers <= 1:
         _serve(config, None)  # a FerryError reaches the CLI, which prints its one-line error
         return 0
     sock = bind_http(config.host, config.port)
+    _multiprocess_metrics_dir()
     context = multiprocessing.get_context("spawn")
     children = [
         context.Process(target=_worker, args=(config, sock), daemon=False)

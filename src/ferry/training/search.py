@@ -74,7 +74,11 @@ class SearchResult:
 
 
 # Estimates are medians of a few noisy timings; the margin keeps a late fold from overshooting.
-SAFETY = 1.25
+SAFETY = 1.5
+
+
+class _OutOfTime(Exception):
+    pass
 
 
 @dataclass
@@ -178,7 +182,7 @@ class Search:
                 raise optuna.TrialPruned("wall-clock budget")
             started = time.perf_counter()
             model = self.pipeline(family, params)
-            model.fit(self.frame.iloc[train_idx], self.target[train_idx])
+            self._fit(model, family, train_idx, clock)
             elapsed = time.perf_counter() - started
             clock.record(family, units, elapsed)
             fit_total += elapsed
@@ -190,6 +194,23 @@ class Search:
         assert model is not None
         self._record(trial.number, family, params, scores, fit_total / len(scores), model, clock)
         return float(np.mean(scores))
+
+    def _fit(self, model: Pipeline, family: str, index: np.ndarray, clock: _Clock) -> None:
+        x, y = self.frame.iloc[index], self.target[index]
+        if family != "lightgbm":
+            model.fit(x, y)
+            return
+
+        # LightGBM can be stopped between trees: a fold that outruns the deadline is cut short
+        # and the trial pruned, instead of overshooting the budget.
+        def stop_at_deadline(env: Any) -> None:
+            if clock.left() <= 0:
+                raise _OutOfTime
+
+        try:
+            model.fit(x, y, model__callbacks=[stop_at_deadline])
+        except _OutOfTime:
+            raise optuna.TrialPruned("wall-clock budget") from None
 
     def _record(
         self,
@@ -230,8 +251,8 @@ class Search:
     def run(self) -> SearchResult:
         started = time.perf_counter()
         clock = _Clock(deadline=started + self.spec.search.time_budget_s)
-        study = self._study()
         optuna.logging.set_verbosity(logging.WARNING)
+        study = self._study()
         study.optimize(
             lambda trial: self._objective(clock, trial),
             n_trials=self.spec.search.trials,
@@ -261,8 +282,14 @@ class Search:
         best = eligible[0] if eligible else None
         if best:
             best.chosen = True
-        pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
-        return SearchResult(self.metric, ordered, best, elapsed, len(study.trials), pruned)
+        states = [t.state for t in study.trials]
+        pruned = states.count(optuna.trial.TrialState.PRUNED)
+        ran = (
+            pruned
+            + states.count(optuna.trial.TrialState.COMPLETE)
+            + states.count(optuna.trial.TrialState.FAIL)
+        )
+        return SearchResult(self.metric, ordered, best, elapsed, ran, pruned)
 
 
 def mark_pareto(candidates: list[Candidate], sign: float) -> None:

@@ -65,7 +65,7 @@ def test_gate_failure_is_reported(tmp_path: Path) -> None:
     outcome = train(spec(gates={"min": {"roc_auc": 0.9999}}), tmp_path / "run")
     assert not outcome.gates_passed
     failed = [g for g in outcome.evaluation.gates if not g.passed]
-    assert failed[0].name == "min.roc_auc" and "required 1.000" in failed[0].detail
+    assert failed[0].name == "min.roc_auc" and "required 0.9999" in failed[0].detail
 
 
 def test_regression_and_multiclass(tmp_path: Path) -> None:

@@ -8,13 +8,13 @@ def test_min_and_max_gates_pass_and_fail_with_readable_details() -> None:
     results = {r.name: r for r in check_gates(metrics, gates)}
     assert list(results) == ["min.roc_auc", "min.recall", "max.log_loss", "max.brier"]
     assert not results["min.roc_auc"].passed
-    assert results["min.roc_auc"].detail == "roc_auc 0.871 < required 0.900"
+    assert results["min.roc_auc"].detail == "roc_auc 0.871 < required 0.9"
     assert results["min.recall"].passed
-    assert results["min.recall"].detail == "recall 0.600 >= required 0.500"
+    assert results["min.recall"].detail == "recall 0.600 >= required 0.5"
     assert results["max.log_loss"].passed
-    assert results["max.log_loss"].detail == "log_loss 0.300 <= allowed 0.400"
+    assert results["max.log_loss"].detail == "log_loss 0.300 <= allowed 0.4"
     assert not results["max.brier"].passed
-    assert results["max.brier"].detail == "brier 0.200 > allowed 0.100"
+    assert results["max.brier"].detail == "brier 0.200 > allowed 0.1"
     assert results["min.roc_auc"].value == 0.871 and results["min.roc_auc"].limit == 0.9
 
 
@@ -44,7 +44,7 @@ def test_fairness_gate() -> None:
     [bad] = check_gates({}, gates, fairness_gap=0.25)
     [unmeasured] = check_gates({}, gates, fairness_gap=None)
     assert ok.passed and ok.name == "max_fairness_gap"
-    assert not bad.passed and bad.detail == "fairness gap 0.250 > allowed 0.100"
+    assert not bad.passed and bad.detail == "fairness gap 0.250 > allowed 0.1"
     assert not unmeasured.passed and "data.sensitive" in unmeasured.detail
 
 

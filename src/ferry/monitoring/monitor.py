@@ -1,0 +1,231 @@
+"""The server's monitor: takes finished requests from the data plane and, in a background loop,
+updates metrics, live drift, the prediction log and the feedback join.
+
+The request path only appends a reference to a bounded deque; when the deque is full the
+request is still served and the dropped row is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ferry.monitoring.drift import PREDICTION, DriftConfig, DriftDetector, WindowDrift
+from ferry.monitoring.feedback import FeedbackWindow
+from ferry.monitoring.metrics import Metrics
+from ferry.monitoring.predlog import PredictionLog
+from ferry.serving.dataplane import InferResult
+from ferry.serving.pool import LoadEvent
+
+log = logging.getLogger("ferry.monitoring")
+
+
+@dataclass
+class MonitorConfig:
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    max_pending: int = 10_000
+    flush_interval_s: float = 0.5
+    remembered_predictions: int = 200_000
+    feedback_window: int = 1000
+
+
+class Monitor:
+    def __init__(
+        self,
+        metrics: Metrics,
+        config: MonitorConfig | None = None,
+        predictions: PredictionLog | None = None,
+    ) -> None:
+        self.metrics, self.config, self.predictions = (
+            metrics,
+            config or MonitorConfig(),
+            predictions,
+        )
+        self.pending: deque[InferResult] = deque()
+        self.detectors: dict[tuple[str, int], DriftDetector] = {}
+        self.last_windows: dict[tuple[str, int], WindowDrift] = {}
+        self.recent: OrderedDict[str, tuple[str, int, Any, float | None]] = OrderedDict()
+        self.feedback: dict[tuple[str, int], FeedbackWindow] = {}
+        self.unwritten: dict[str, list[dict[str, Any]]] = {}
+
+    # hot path --------------------------------------------------------------------------
+    def on_infer(self, result: InferResult) -> None:
+        if len(self.pending) >= self.config.max_pending:
+            self.metrics.log_dropped.labels(result.model.name).inc(result.rows)
+            return
+        self.pending.append(result)
+
+    def on_request(self, protocol: str, model: str, status: str, seconds: float) -> None:
+        self.metrics.requests.labels(model, protocol, status).inc()
+        self.metrics.latency.labels(model, protocol).observe(seconds)
+
+    def on_load(self, event: LoadEvent) -> None:
+        self.metrics.loads.labels(event.name, "ok" if event.ok else "failed").inc()
+
+    # background ------------------------------------------------------------------------
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.flush_interval_s)
+            await self.flush()
+
+    def collect(self) -> None:
+        """Process every pending request; log rows wait in ``unwritten`` for the next flush."""
+        while self.pending:
+            result = self.pending.popleft()
+            try:
+                rows = self.process(result)
+            except Exception:  # monitoring must never take serving down
+                log.exception("monitoring failed for %s", result.model.name)
+                continue
+            self.unwritten.setdefault(result.model.name, []).extend(rows)
+
+    async def flush(self) -> None:
+        self.collect()
+        unwritten, self.unwritten = self.unwritten, {}
+        if self.predictions is not None:
+            for model, logged in unwritten.items():
+                await asyncio.to_thread(self.predictions.write, model, logged)
+
+    def process(self, result: InferResult) -> list[dict[str, Any]]:
+        model = result.model
+        version = str(model.version)
+        quality = model.count_quality(result.feeds)
+        for kind in ("missing", "out_of_range", "unseen"):
+            self.metrics.count_quality(model.name, version, kind, getattr(quality, kind))
+        labels, scores = self._predictions(result)
+        self._count_predictions(model.name, version, labels, scores)
+        self._drift(result, labels, scores)
+        ids = row_ids(result.request_id, result.rows)
+        self._remember(ids, model.name, model.version, labels, scores)
+        return self._log_rows(result, ids, labels, scores)
+
+    def _predictions(self, result: InferResult) -> tuple[np.ndarray, np.ndarray | None]:
+        model = result.model
+        if model.manifest.task == "regression":
+            values = next(iter(result.outputs.values())).reshape(-1)
+            return values, None
+        proba = result.outputs["probabilities"]
+        scores = proba[:, 1] if model.manifest.task == "binary" else None
+        return model.decide(result.outputs), scores
+
+    def _count_predictions(
+        self, name: str, version: str, labels: np.ndarray, scores: np.ndarray | None
+    ) -> None:
+        if labels.dtype == object:
+            values, counts = np.unique(labels.astype(str), return_counts=True)
+            for value, count in zip(values, counts, strict=True):
+                self.metrics.classes.labels(name, version, value).inc(int(count))
+        if scores is not None:
+            histogram = self.metrics.scores.labels(name, version)
+            for score in scores:
+                histogram.observe(float(score))
+
+    def _drift(self, result: InferResult, labels: np.ndarray, scores: np.ndarray | None) -> None:
+        model = result.model
+        if model.manifest.reference is None:
+            return
+        key = (model.name, model.version)
+        detector = self.detectors.get(key)
+        if detector is None:
+            detector = self.detectors[key] = DriftDetector(
+                model.manifest.reference, self.config.drift
+            )
+        columns = {n: v.reshape(-1) for n, v in result.feeds.items()}
+        columns[PREDICTION] = _prediction_column(model.manifest.task, result, labels, scores)
+        for window in detector.add(columns):
+            self.last_windows[key] = window
+            self._export_window(model.name, str(model.version), window)
+
+    def _export_window(self, name: str, version: str, window: WindowDrift) -> None:
+        for feature in window.features:
+            self.metrics.drift_p.labels(name, version, feature.feature).set(feature.p_value)
+            self.metrics.drift_flag.labels(name, version, feature.feature).set(feature.drifted)
+        self.metrics.drift_share.labels(name, version).set(window.drifted_share)
+        self.metrics.drift_alarm.labels(name, version).set(window.alarm)
+
+    def _remember(
+        self, ids: list[str], name: str, version: int, labels: np.ndarray, scores: np.ndarray | None
+    ) -> None:
+        for i, row_id in enumerate(ids):
+            score = None if scores is None else float(scores[i])
+            self.recent[f"{name}/{row_id}"] = (name, version, labels[i], score)
+        while len(self.recent) > self.config.remembered_predictions:
+            self.recent.popitem(last=False)
+
+    def _log_rows(
+        self, result: InferResult, ids: list[str], labels: np.ndarray, scores: np.ndarray | None
+    ) -> list[dict[str, Any]]:
+        if self.predictions is None or not self.predictions.sampled():
+            return []
+        inputs = {n: v.reshape(-1).tolist() for n, v in result.feeds.items()}
+        rows = []
+        for i, row_id in enumerate(ids):
+            row = {
+                "id": row_id,
+                "time": result.at,
+                "model": result.model.name,
+                "version": result.model.version,
+                "inputs": {n: _plain(values[i]) for n, values in inputs.items()},
+                "prediction": _plain(labels[i]),
+            }
+            if scores is not None:
+                row["score"] = float(scores[i])
+            rows.append(row)
+        return rows
+
+    # feedback --------------------------------------------------------------------------
+    def add_feedback(self, name: str, items: list[dict[str, Any]]) -> dict[str, int]:
+        self.collect()  # labels may arrive before the background loop has seen their rows
+        matched = unknown = 0
+        for item in items:
+            remembered = self.recent.get(f"{name}/{item['id']}")
+            if remembered is None:
+                unknown += 1
+                continue
+            _, version, predicted, score = remembered
+            window = self.feedback.setdefault(
+                (name, version), FeedbackWindow(self.config.feedback_window)
+            )
+            window.add(item["label"], predicted, score)
+            matched += 1
+        self.metrics.feedback.labels(name, "matched").inc(matched)
+        self.metrics.feedback.labels(name, "unknown").inc(unknown)
+        self._export_feedback(name)
+        return {"matched": matched, "unknown": unknown}
+
+    def _export_feedback(self, name: str) -> None:
+        for (model, version), window in self.feedback.items():
+            if model != name:
+                continue
+            for metric, value in window.metrics().items():
+                self.metrics.live_quality.labels(model, str(version), metric).set(value)
+
+
+def row_ids(request_id: str, rows: int) -> list[str]:
+    """Single-row requests keep the request id; rows of a batch are ``id/0``, ``id/1``, ..."""
+    return [request_id] if rows == 1 else [f"{request_id}/{i}" for i in range(rows)]
+
+
+def _prediction_column(
+    task: str, result: InferResult, labels: np.ndarray, scores: np.ndarray | None
+) -> np.ndarray:
+    if task == "binary" and scores is not None:
+        return scores.astype(np.float64)
+    if task == "multiclass":
+        return np.argmax(result.outputs["probabilities"], axis=1).astype(str)
+    return labels.astype(np.float64)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and value != value:
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+__all__ = ["Monitor", "MonitorConfig", "row_ids", "time"]
