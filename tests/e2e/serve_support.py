@@ -141,6 +141,22 @@ class Server:
                 time.sleep(0.05)  # between readiness probes, not instead of them
         raise AssertionError(f"server not ready within {timeout} s:\n{self.output()}")
 
+    def statuses_until_answered(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Predict from the moment the process starts until an answer is 200: the statuses
+        on the way. A refused connection (port not bound yet) is not an answer; a request
+        the kernel holds for a worker waits for it."""
+        deadline = time.perf_counter() + READY_TIMEOUT_S
+        statuses: list[int] = []
+        with httpx.Client(timeout=READY_TIMEOUT_S) as client:
+            while time.perf_counter() < deadline and 200 not in statuses:
+                code = self.proc.poll()
+                assert code is None, f"server exited with {code}:\n{self.output()}"
+                try:
+                    statuses.append(predict(client, self.url, rows).status_code)
+                except httpx.ConnectError:
+                    time.sleep(0.05)  # between attempts to connect, not instead of them
+        return statuses
+
     def terminate(self) -> float:
         """SIGTERM now; returns the moment it was sent (``time.perf_counter``)."""
         self.proc.send_signal(signal.SIGTERM)

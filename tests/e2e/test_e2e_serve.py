@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
+import socket
 import sys
 import threading
 import time
@@ -189,7 +190,12 @@ def test_sigterm_turns_readiness_503_and_finishes_every_accepted_request(
 
 def test_two_workers_answer_on_one_port_and_stop_together(home: Home, tmp_path: Path) -> None:
     rows = ss.only(ss.sample_rows(8, seed=9), home.inputs[1])
-    with ss.serving(home.path, tmp_path, "--workers", "2", "--poll-interval", "60") as server:
+    server = ss.start_server(home.path, tmp_path, "--workers", "2", "--poll-interval", "60")
+    try:
+        # Asked from the first moment: a request waits for a worker that can answer it, it
+        # never meets one still loading (which would say 404, "not served here").
+        assert server.statuses_until_answered(rows) == [200]
+        server.wait_ready()
         workers = ss.worker_pids(server.pid)
         assert len(workers) == 2 and all(ss.alive(pid) for pid in workers), workers
         with httpx.Client(timeout=30) as client:
@@ -211,10 +217,16 @@ def test_two_workers_answer_on_one_port_and_stop_together(home: Home, tmp_path: 
             np.testing.assert_allclose(
                 ss.probabilities(body)[0], expected[index % len(rows)], **CLOSE
             )
+        for _ in range(6):  # each client is a new connection to the shared gRPC port
+            with triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}") as remote:
+                assert remote.is_server_ready() and remote.is_model_ready("fraud")
 
-        server.terminate()
+        signalled = server.terminate()
         assert server.proc.wait(timeout=30) == 0, server.output()
+        print(f"workers: parent exited {time.perf_counter() - signalled:.2f} s after SIGTERM")
         assert not any(ss.alive(pid) for pid in workers)
+    finally:
+        server.stop()
     assert "Traceback" not in server.output()
 
 
@@ -322,26 +334,33 @@ def test_alias_moves_swap_the_served_version_under_load_without_errors(
 
 
 def test_bad_starts_fail_fast_with_one_line(home: Home) -> None:
-    def serve(*args: str) -> tuple[Any, float]:
+    def serve(args: tuple[str, ...], port: int) -> tuple[Any, float]:
         started = time.perf_counter()
-        ports = ["--port", str(ss.free_port()), "--grpc-port", str(ss.free_port())]
+        ports = ["--port", str(port), "--grpc-port", str(ss.free_port())]
         done = ss.run_ferry(home.path, "serve", *args, *ports, timeout=60)
         return done, time.perf_counter() - started
 
-    commands = [
-        ("nope@production",),
-        ("fraud@production", "--model-batch", "fraud=12:abc"),
-        ("fraud@production", "--model-batch", "fraud"),
-    ]
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        (unknown, unknown_s), *malformed = pool.map(lambda c: serve(*c), commands)
+    with socket.socket() as busy:  # a port some other program listens on
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        cases = [  # what is served, the port, and what the one error line must say
+            (("nope@production",), ss.free_port(), "'nope'"),
+            (("fraud@production", "--model-batch", "fraud=12:abc"), 0, "NAME=MAX_BATCH_SIZE"),
+            (
+                ("fraud@production", "--model-batch", "fraud"),
+                0,
+                "NAME=MAX_BATCH_SIZE[:MAX_DELAY_MS]",
+            ),
+            (("fraud@production",), taken, f"cannot bind HTTP to 127.0.0.1:{taken}"),
+        ]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            runs = list(pool.map(lambda case: serve(case[0], case[1]), cases))
 
-    error = [line for line in unknown.stderr.splitlines() if line.strip()]
-    assert unknown.returncode != 0, unknown
-    assert len(error) == 1 and error[0].startswith("error: ") and "'nope'" in error[0], error
-    assert unknown_s < 30, f"took {unknown_s:.1f} s"
-    print(f"unknown model: exit {unknown.returncode} after {unknown_s:.1f} s: {error[0]}")
-    for done, _ in malformed:
+    for (args, _, wanted), (done, seconds) in zip(cases, runs, strict=True):
         lines = [line for line in done.stderr.splitlines() if line.strip()]
+        print(f"serve {' '.join(args)}: exit {done.returncode} after {seconds:.1f} s: {lines}")
         assert done.returncode != 0, done
-        assert len(lines) == 1 and "NAME=MAX_BATCH_SIZE[:MAX_DELAY_MS]" in lines[0], lines
+        assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+        assert wanted in lines[0], lines[0]
+        assert seconds < 30

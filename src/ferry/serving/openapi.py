@@ -126,12 +126,13 @@ def _model_paths(prefix: str, params: list[str]) -> dict[str, Any]:
 def _metrics_op() -> dict[str, Any]:
     return {
         "summary": "Prometheus metrics",
+        "parameters": [],
         "responses": {
             "200": {
                 "description": "exposition text",
                 "content": {"text/plain": {"schema": {"type": "string"}}},
             },
-            "404": _ERRORS["404"],
+            **_ERRORS,
         },
     }
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
-from ferry.errors import FerryError
+from ferry.errors import ErrorCode, FerryError
 from ferry.registry import open_registry
 from ferry.serving.auth import TokenAuth
 from ferry.serving.batching import BatchConfig
@@ -150,16 +150,17 @@ class FerryServer:
         http_task: asyncio.Task[None] | None = None
         grpc_server = None
         try:
-            if sock is None:  # a lone server listens at once: live, and not ready while it loads
-                http_task = loop.create_task(http.serve())
+            shared = self.config.workers > 1
+            if not shared:  # a lone server listens at once: live, and not ready while it loads
+                http_task = loop.create_task(http.serve(sockets=[sock] if sock else None))
                 grpc_server = await self._start_grpc()
             for ref in self.config.refs:
                 await self.pool.add(ref)
-            if sock is not None:
+            if shared:
                 # A worker takes connections from the shared socket only once its models are
                 # loaded: the kernel gives a connection to whichever worker accepts, and one
                 # still loading would answer it 404.
-                http_task = loop.create_task(http.serve(sockets=[sock]))
+                http_task = loop.create_task(http.serve(sockets=[sock] if sock else None))
                 grpc_server = await self._start_grpc()
             watcher = loop.create_task(self.pool.watch())
             monitoring = loop.create_task(self.monitor.run()) if self.monitor else None
@@ -209,7 +210,15 @@ def bind_http(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:  # in use, or no such address: say so in one line
+        sock.close()
+        raise FerryError(
+            f"cannot bind HTTP to {host}:{port}: {exc.strerror or exc}; pick a free port "
+            "or another host",
+            code=ErrorCode.UNAVAILABLE,
+        ) from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -240,10 +249,12 @@ def _multiprocess_metrics_dir() -> None:
 
 def run(config: ServeConfig) -> int:
     """Run in this process (one worker) or supervise ``workers`` processes sharing the port."""
-    if config.workers <= 1:
-        _serve(config, None)  # a FerryError reaches the CLI, which prints its one-line error
-        return 0
+    # Bound here, not by uvicorn, so a port in use is a FerryError: the CLI's one-line error.
     sock = bind_http(config.host, config.port)
+    if config.workers <= 1:
+        with sock:
+            _serve(config, sock)
+        return 0
     _multiprocess_metrics_dir()
     context = multiprocessing.get_context("spawn")
     children = [
