@@ -38,7 +38,8 @@ from ferry.export.parity import check_parity
 from ferry.export.probe import CandidateProbe
 from ferry.registry.service import ModelVersion, Registry
 from ferry.training.features import FeatureLayout, model_frame, plan_layout
-from ferry.training.search import Candidate, Search, SearchResult, build_pipeline
+from ferry.training.finalists import choose
+from ferry.training.search import Candidate, Search, SearchResult
 
 
 class Observer(Protocol):
@@ -182,11 +183,17 @@ def _num(value: float | None) -> str:
 
 
 def fit_best(spec: Spec, prep: Prepared, result: SearchResult) -> Any:
-    assert result.best is not None
-    typed = model_frame(prep.split.train, prep.layout)
-    target = encode_target(prep.split.train[spec.data.target], prep.labels)
-    pipeline = build_pipeline(spec, prep.layout, result.best.family, result.best.params)
-    return pipeline.fit(typed, target)
+    """Choose among the finalists on validation; return the winner fitted on train."""
+    target = spec.data.target
+    train = (
+        model_frame(prep.split.train, prep.layout),
+        encode_target(prep.split.train[target], prep.labels),
+    )
+    valid = (
+        model_frame(prep.split.valid, prep.layout),
+        encode_target(prep.split.valid[target], prep.labels),
+    )
+    return choose(spec, prep.layout, result, train, valid, len(prep.labels or []))
 
 
 def evaluate(spec: Spec, prep: Prepared, model: Any) -> Evaluation:

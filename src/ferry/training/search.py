@@ -41,6 +41,7 @@ class Candidate:
     pareto: bool = False
     chosen: bool = False
     note: str = ""
+    valid_score: float | None = None
 
     def row(self, rank: int) -> dict[str, Any]:
         return {
@@ -49,6 +50,7 @@ class Candidate:
             "family": self.family,
             "score": self.score,
             "cv_std": self.cv_std,
+            "valid_score": self.valid_score,
             "latency_p99_ms": self.latency_p99_ms,
             "size_mb": self.size_mb,
             "fit_s": self.fit_s,
@@ -79,6 +81,10 @@ SAFETY = 1.5
 
 class _OutOfTime(Exception):
     pass
+
+
+class BudgetSkip(Exception):
+    """A trial not started (or cut short) because the wall-clock budget would be exceeded."""
 
 
 @dataclass
@@ -179,7 +185,7 @@ class Search:
             if not clock.fits(family, units, len(self.splits) - step):
                 if clock.nothing_fits(len(self.splits)):
                     trial.study.stop()
-                raise optuna.TrialPruned("wall-clock budget")
+                raise BudgetSkip(family)
             started = time.perf_counter()
             model = self.pipeline(family, params)
             self._fit(model, family, train_idx, clock)
@@ -210,7 +216,7 @@ class Search:
         try:
             model.fit(x, y, model__callbacks=[stop_at_deadline])
         except _OutOfTime:
-            raise optuna.TrialPruned("wall-clock budget") from None
+            raise BudgetSkip("lightgbm") from None
 
     def _record(
         self,
@@ -257,7 +263,9 @@ class Search:
             lambda trial: self._objective(clock, trial),
             n_trials=self.spec.search.trials,
             timeout=self.spec.search.time_budget_s,
-            catch=(ValueError, ArithmeticError),
+            # A trial cut by the deadline says nothing about its settings: as a FAIL, TPE ignores
+            # it, where a PRUNED trial would steer the search away from slower families.
+            catch=(ValueError, ArithmeticError, BudgetSkip),
         )
         return self._result(study, time.perf_counter() - started)
 
