@@ -7,15 +7,18 @@ server tests stay independent of the CLI tests' fixtures.
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +116,7 @@ class Server:
     port: int
     grpc_port: int
     log: Path
+    startup_statuses: list[int] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -151,10 +155,10 @@ class Server:
             while time.perf_counter() < deadline and 200 not in statuses:
                 code = self.proc.poll()
                 assert code is None, f"server exited with {code}:\n{self.output()}"
-                try:
+                with suppress(httpx.ConnectError):  # not listening yet: no answer
                     statuses.append(predict(client, self.url, rows).status_code)
-                except httpx.ConnectError:
-                    time.sleep(0.05)  # between attempts to connect, not instead of them
+                if 200 not in statuses:
+                    time.sleep(0.05)  # between attempts, not instead of them
         return statuses
 
     def terminate(self) -> float:
@@ -179,6 +183,40 @@ class Server:
 def with_missing_ok(call: Any, *args: Any) -> None:
     with suppress(ProcessLookupError):
         call(*args)
+
+
+def send_unread(port: int, rows: list[dict[str, Any]]) -> list[http.client.HTTPConnection]:
+    """One records request per row, each sent in full on its own connection; the answers are
+    left for the caller to read later (``getresponse``)."""
+    connections = []
+    for row in rows:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        body = json.dumps({"instances": [row]})
+        connection.request(
+            "POST", "/v1/models/fraud:predict", body, {"Content-Type": "application/json"}
+        )
+        connections.append(connection)
+    return connections
+
+
+class ExitClock:
+    """Notes when a process exits, from a thread watching it from now on."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.at: float | None = None
+        self.thread = threading.Thread(target=self._wait)
+        self.thread.start()
+
+    def _wait(self) -> None:
+        with suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=120)
+            self.at = time.perf_counter()
+
+    def seconds_after(self, start: float) -> float:
+        self.thread.join()
+        assert self.at is not None, "the process did not exit"
+        return self.at - start
 
 
 def start_server(home: Path, tmp: Path, *args: str, ref: str = "fraud@production") -> Server:

@@ -1,5 +1,6 @@
-"""``ferry serve`` as a real process: Triton's own clients over REST and gRPC, the SIGTERM
-drain, several workers on one port, hot swap when an alias moves, and tidy start-up errors.
+"""``ferry serve`` as a real process: start-up, Triton's own clients over REST and gRPC, the
+SIGTERM drain and its grace bound, several workers on one port, hot swap when an alias moves,
+and tidy start-up errors.
 
 One registry (``fraud`` versions 1 and 2, ``production`` -> 1) is trained once for the module
 through the lab API; every server is a ``ferry serve`` subprocess with that ``FERRY_HOME``,
@@ -56,11 +57,25 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
 
 @pytest.fixture(scope="module")
 def shared(home: Home, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ss.Server]:
-    """One server for the client and hot-swap tests; the swap test leaves ``production`` at 1."""
-    with ss.serving(
-        home.path, tmp_path_factory.mktemp("shared"), "--poll-interval", str(POLL_S)
-    ) as server:
+    """One server for the client and hot-swap tests; the swap test leaves ``production`` at 1.
+    It is asked for predictions from the moment it starts (see the start-up test)."""
+    tmp = tmp_path_factory.mktemp("shared")
+    server = ss.start_server(home.path, tmp, "--poll-interval", str(POLL_S))
+    try:
+        row = ss.only(ss.sample_rows(1), home.inputs[1])
+        server.startup_statuses = server.statuses_until_answered(row)
+        server.wait_ready()
         yield server
+    finally:
+        server.stop()
+
+
+def test_a_starting_server_answers_predictions_503_until_ready(shared: ss.Server) -> None:
+    *early, first_answer = shared.startup_statuses
+    assert first_answer == 200
+    # uvicorn listens before the models load (so /v2/health/live works); a model that is
+    # still loading is not ready (503, retry), never unknown (404).
+    assert set(early) <= {503}, early
 
 
 def _columns(
@@ -86,47 +101,46 @@ def test_tritonclient_http_and_grpc_agree_with_the_records_route(
     expected = ss.probabilities(reference.json())
     labels = [p["label"] for p in reference.json()["predictions"]]
 
-    rest = triton_http.InferenceServerClient(f"127.0.0.1:{shared.port}")
-    assert rest.is_server_live() and rest.is_server_ready()
-    assert rest.get_server_metadata()["name"] == "ferry"
-    metadata = rest.get_model_metadata("fraud")
-    assert metadata["name"] == "fraud" and metadata["versions"] == [version]
-    assert [i["name"] for i in metadata["inputs"]] == home.inputs[1]
-    assert {i["datatype"] for i in metadata["inputs"]} == {"FP32", "FP64", "BYTES"}
-    assert rest.is_model_ready("fraud")
-    inputs = []
-    for name, datatype, array in _columns(metadata, rows):
-        tensor = triton_http.InferInput(name, list(array.shape), datatype)
-        tensor.set_data_from_numpy(array, binary_data=False)
-        inputs.append(tensor)
-    wanted = [
-        triton_http.InferRequestedOutput(n, binary_data=False) for n in ("probabilities", "label")
-    ]
-    answer = rest.infer("fraud", inputs, outputs=wanted)
+    with triton_http.InferenceServerClient(f"127.0.0.1:{shared.port}") as rest:
+        assert rest.is_server_live() and rest.is_server_ready()
+        assert rest.get_server_metadata()["name"] == "ferry"
+        metadata = rest.get_model_metadata("fraud")
+        assert metadata["name"] == "fraud" and metadata["versions"] == [version]
+        assert [i["name"] for i in metadata["inputs"]] == home.inputs[1]
+        assert {i["datatype"] for i in metadata["inputs"]} == {"FP32", "FP64", "BYTES"}
+        assert rest.is_model_ready("fraud")
+        inputs = []
+        for name, datatype, array in _columns(metadata, rows):
+            tensor = triton_http.InferInput(name, list(array.shape), datatype)
+            tensor.set_data_from_numpy(array, binary_data=False)
+            inputs.append(tensor)
+        wanted = [
+            triton_http.InferRequestedOutput(n, binary_data=False)
+            for n in ("probabilities", "label")
+        ]
+        answer = rest.infer("fraud", inputs, outputs=wanted)
     np.testing.assert_allclose(answer.as_numpy("probabilities"), expected, **CLOSE)
     assert [str(v) for v in answer.as_numpy("label").reshape(-1)] == labels
-    rest.close()
 
-    remote = triton_grpc.InferenceServerClient(f"127.0.0.1:{shared.grpc_port}")
-    assert remote.is_server_live() and remote.is_server_ready()
-    assert remote.get_server_metadata(as_json=True)["name"] == "ferry"
-    grpc_metadata = remote.get_model_metadata("fraud", as_json=True)
-    assert grpc_metadata["versions"] == [version]
-    assert [i["name"] for i in grpc_metadata["inputs"]] == home.inputs[1]
-    assert remote.is_model_ready("fraud")
-    grpc_inputs = []
-    for name, datatype, array in _columns(metadata, rows):
-        tensor = triton_grpc.InferInput(name, list(array.shape), datatype)
-        tensor.set_data_from_numpy(array)
-        grpc_inputs.append(tensor)
-    grpc_answer = remote.infer(
-        "fraud", grpc_inputs, outputs=[triton_grpc.InferRequestedOutput("probabilities")]
-    )
+    with triton_grpc.InferenceServerClient(f"127.0.0.1:{shared.grpc_port}") as remote:
+        assert remote.is_server_live() and remote.is_server_ready()
+        assert remote.get_server_metadata(as_json=True)["name"] == "ferry"
+        grpc_metadata = remote.get_model_metadata("fraud", as_json=True)
+        assert grpc_metadata["versions"] == [version]
+        assert [i["name"] for i in grpc_metadata["inputs"]] == home.inputs[1]
+        assert remote.is_model_ready("fraud")
+        grpc_inputs = []
+        for name, datatype, array in _columns(metadata, rows):
+            tensor = triton_grpc.InferInput(name, list(array.shape), datatype)
+            tensor.set_data_from_numpy(array)
+            grpc_inputs.append(tensor)
+        grpc_answer = remote.infer(
+            "fraud", grpc_inputs, outputs=[triton_grpc.InferRequestedOutput("probabilities")]
+        )
     np.testing.assert_allclose(grpc_answer.as_numpy("probabilities"), expected, **CLOSE)
-    remote.close()
 
 
-def _readiness_after_signal(server: ss.Server, timeout: float = 1.0) -> int:
+def _readiness_after_signal(server: ss.Server, timeout: float = 5.0) -> int:
     """The first readiness status other than 200 after SIGTERM (the handler runs on the
     server's loop, so a probe may still see 200 for a moment)."""
     deadline = time.perf_counter() + timeout
@@ -149,26 +163,12 @@ def test_sigterm_turns_readiness_503_and_finishes_every_accepted_request(
         assert reference.status_code == 200, reference.text
         expected = ss.probabilities(reference.json())
 
-        connections = []
         first_sent = time.perf_counter()
-        for row in rows:  # each request fully sent; the answers are read after the signal
-            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-            body = json.dumps({"instances": [row]})
-            connection.request(
-                "POST", "/v1/models/fraud:predict", body, {"Content-Type": "application/json"}
-            )
-            connections.append(connection)
+        connections = ss.send_unread(server.port, rows)  # the answers are read after the signal
         signalled = server.terminate()
         # The batcher holds the first request for delay_s: at the signal none has been answered.
         assert signalled - first_sent < delay_s
-        exited: list[float] = []
-
-        def wait_for_exit() -> None:
-            server.proc.wait(timeout=60)
-            exited.append(time.perf_counter())
-
-        waiter = threading.Thread(target=wait_for_exit)
-        waiter.start()
+        clock = ss.ExitClock(server.proc)
         assert _readiness_after_signal(server) == 503
 
         answers = []
@@ -176,15 +176,45 @@ def test_sigterm_turns_readiness_503_and_finishes_every_accepted_request(
             response = connection.getresponse()
             answers.append((response.status, json.loads(response.read())))
             connection.close()
-        waiter.join(timeout=30)
+        stopped_s = clock.seconds_after(signalled)
 
     assert [status for status, _ in answers] == [200] * len(rows), answers
     got = np.vstack([ss.probabilities(body) for _, body in answers])
     np.testing.assert_allclose(got, expected, **CLOSE)
     assert server.proc.returncode == 0, server.output()
-    drain_s = exited[0] - signalled
-    print(f"drain: exited {drain_s:.2f} s after SIGTERM (drain delay 1 s, grace 20 s)")
-    assert drain_s < 20
+    print(f"drain: exited {stopped_s:.2f} s after SIGTERM (drain delay 1 s, grace 20 s)")
+    assert stopped_s < 20
+    assert "Traceback" not in server.output()
+
+
+def _outcome(connection: http.client.HTTPConnection) -> str:
+    try:
+        return str(connection.getresponse().status)
+    except (http.client.HTTPException, OSError) as exc:
+        return type(exc).__name__
+    finally:
+        connection.close()
+
+
+def test_grace_bounds_the_stop_when_requests_outlast_it(home: Home, tmp_path: Path) -> None:
+    rows = ss.only(ss.sample_rows(3, seed=6), home.inputs[1])
+    batch_wait_s, grace_s = 15, 2
+    flags = ["--max-delay-ms", str(batch_wait_s * 1000), "--max-batch-size", "1000000"]
+    flags += ["--timeout", "60", "--drain-delay", "0.5", "--grace", str(grace_s)]
+    with ss.serving(home.path, tmp_path, *flags) as server:
+        connections = ss.send_unread(server.port, rows)  # held by the batcher for 15 s
+        signalled = server.terminate()
+        stopped_s = ss.ExitClock(server.proc).seconds_after(signalled)
+        outcomes = [_outcome(connection) for connection in connections]
+
+    print(f"grace: exited {stopped_s:.2f} s after SIGTERM (grace {grace_s} s); cut: {outcomes}")
+    assert server.proc.returncode == 0, server.output()
+    # The grace period counts from the signal (drain delay included); what is left after it
+    # is interpreter shutdown, far from the 15 s the requests would have needed.
+    assert stopped_s < grace_s + 3
+    # Requests still queued when the grace period ends get 503 (retry elsewhere), not a cut
+    # connection or a 500.
+    assert outcomes == ["503"] * len(rows), outcomes
     assert "Traceback" not in server.output()
 
 

@@ -61,6 +61,7 @@ class Batcher:
         self.worker: asyncio.Task[None] | None = None
         self.observers: list[Callable[[int, float], None]] = []
         self._carry: _Pending | None = None  # a request that did not fit the last batch
+        self._forming: list[_Pending] = []
 
     def calibrate(self, feeds: Feeds) -> None:
         """Decide between inline and threaded graph calls from a measured call."""
@@ -78,6 +79,20 @@ class Batcher:
             await asyncio.gather(self.worker, return_exceptions=True)
             self.worker = None
         self.executor.shutdown(wait=False)
+
+    def fail_all(self, error: Exception) -> int:
+        """Fail queued requests so their callers answer now (503) instead of being cut off."""
+        failed = 0
+        pending = [*self._forming, *([self._carry] if self._carry else [])]
+        self._carry = None
+        while not self.queue.empty():
+            pending.append(self.queue.get_nowait())
+        for item in pending:
+            if not item.future.done():
+                item.future.set_exception(error)
+                failed += 1
+        self.queued_rows = 0
+        return failed
 
     async def submit(self, feeds: Feeds, rows: int) -> Outputs:
         if rows > self.config.max_queue_rows:  # can never fit: "retry shortly" would be a lie
@@ -122,6 +137,7 @@ class Batcher:
     async def _collect(self) -> list[_Pending]:
         first, self._carry = self._carry, None
         batch = [first or await self.queue.get()]
+        self._forming = batch  # visible to fail_all while the batch waits for more rows
         rows = batch[0].rows
         deadline = time.perf_counter() + self.config.max_delay_ms / 1000
         while rows < self.config.max_batch_size:

@@ -27,6 +27,13 @@ class ModelNotFound(FerryError):
     code = ErrorCode.NOT_FOUND
 
 
+class ModelsLoading(FerryError):
+    """Asked for a model while the server is still loading its models: retry, do not give up."""
+
+    code = ErrorCode.UNAVAILABLE
+    retry_after_s = 1
+
+
 @dataclass
 class PoolConfig:
     batch: BatchConfig = field(default_factory=BatchConfig)
@@ -61,6 +68,7 @@ class ModelPool:
         self.history: list[LoadEvent] = []
         self.listeners: list = []  # type: ignore[type-arg]
         self._retiring: set[asyncio.Task[None]] = set()
+        self.starting = False  # the server sets it while its first models load
 
     def _batch_config(self, name: str) -> BatchConfig:
         return self.config.per_model_batch.get(name, self.config.batch)
@@ -128,6 +136,8 @@ class ModelPool:
                 )
             return model
         served = self.served.get(name)
+        if served is None and self.starting:
+            raise ModelsLoading("the server is still loading its models; retry shortly")
         if served is None:
             raise ModelNotFound(
                 f"model {name!r} is not served here; served models: {sorted(self.served) or 'none'}"
@@ -135,7 +145,11 @@ class ModelPool:
         return served.model
 
     def ready(self) -> bool:
-        return bool(self.served)
+        return bool(self.served) and not self.starting
+
+    def fail_pending(self, error: Exception) -> int:
+        """Fail every request still queued for a batch (at the end of the grace period)."""
+        return sum(model.batcher.fail_all(error) for model in self.loaded.values())
 
     async def poll_once(self) -> list[LoadEvent]:
         """Resolve every served ref again and swap the ones whose version moved."""

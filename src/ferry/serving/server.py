@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,11 @@ class ServeConfig:
         return max(1, (os.cpu_count() or 1) // max(self.workers, 1) // 2)
 
 
+class ServerStopping(FerryError):
+    code = ErrorCode.UNAVAILABLE
+    retry_after_s = 1
+
+
 class _Uvicorn(uvicorn.Server):
     """uvicorn without its own signal handling: the Ferry server decides when to stop."""
 
@@ -95,6 +101,7 @@ class FerryServer:
         self.plane = DataPlane(self.pool, config.limits)
         self.app = build_app(self.plane, config.auth, config.max_body)
         self.stopping = asyncio.Event()
+        self.stop_requested_at: float | None = None
         self.grpc_port: int | None = None
         self.monitor = self._monitor() if config.monitoring else None
 
@@ -140,7 +147,15 @@ class FerryServer:
         if not self.plane.draining:
             log.warning("stop requested: readiness is now 503, draining")
             self.plane.draining = True
+            self.stop_requested_at = time.monotonic()
             self.stopping.set()
+
+    def _grace_left(self) -> float:
+        """What is left of ``grace_s`` counted from the stop request, as an orchestrator counts
+        its termination grace period from SIGTERM: the drain delay is part of it."""
+        if self.stop_requested_at is None:
+            return self.config.grace_s
+        return max(0.0, self.config.grace_s - (time.monotonic() - self.stop_requested_at))
 
     async def serve(self, sock: socket.socket | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -154,8 +169,10 @@ class FerryServer:
             if not shared:  # a lone server listens at once: live, and not ready while it loads
                 http_task = loop.create_task(http.serve(sockets=[sock] if sock else None))
                 grpc_server = await self._start_grpc()
+            self.pool.starting = True
             for ref in self.config.refs:
                 await self.pool.add(ref)
+            self.pool.starting = False
             if shared:
                 # A worker takes connections from the shared socket only once its models are
                 # loaded: the kernel gives a connection to whichever worker accepts, and one
@@ -194,13 +211,22 @@ class FerryServer:
         grpc_server: grpc.aio.Server | None,
     ) -> None:
         http.should_exit = True
+        left = self._grace_left()
         stops = [http_task] if http_task is not None else []
         if grpc_server is not None:
-            stops.append(
-                asyncio.get_running_loop().create_task(grpc_server.stop(self.config.grace_s))
-            )
+            stops.append(asyncio.get_running_loop().create_task(grpc_server.stop(left)))
         if stops:
-            await asyncio.wait(stops, timeout=self.config.grace_s)
+            # Just before the grace period ends, queued requests get a 503 (clients retry
+            # elsewhere) instead of being cancelled mid-flight by uvicorn.
+            cutoff = asyncio.get_running_loop().call_later(
+                max(left - 0.5, 0.0),
+                self.pool.fail_pending,
+                ServerStopping(
+                    "the server stopped before this request was served; retry on another replica"
+                ),
+            )
+            await asyncio.wait(stops, timeout=left)
+            cutoff.cancel()
         if self.monitor is not None:
             await self.monitor.flush()  # the prediction log loses nothing on a graceful stop
         await self.pool.close()
