@@ -173,7 +173,14 @@ def measure(spec: Spec, prep: Prepared, contender: str, model: Any, fit_s: float
 def searched(spec: Spec, prep: Prepared, contender: str, result: SearchResult) -> Outcome:
     assert result.best is not None, f"{contender}: no candidate finished within the budget"
     started = time.perf_counter()
-    model = fit_best(spec, prep, result)
+    if contender == "ferry":
+        model = fit_best(spec, prep, result)  # Ferry's finalists, chosen on validation
+    else:  # a plain random search keeps its best cross-validated candidate
+        model = build_pipeline(spec, prep.layout, result.best.family, result.best.params)
+        model.fit(
+            model_frame(prep.split.train, prep.layout),
+            encode_target(prep.split.train[spec.data.target], prep.labels),
+        )
     outcome = measure(spec, prep, contender, model, time.perf_counter() - started)
     outcome.family = result.best.family
     outcome.params = result.best.row(1)["params"]

@@ -29,10 +29,12 @@ def _root(
 
 def _register_groups() -> None:
     # Imported here so `ferry --help` stays fast and a missing extra only breaks its own group.
-    from ferry.cli import data, registry, serve, train
+    from ferry.cli import data, monitor, monitor_report, registry, serve, train
 
     app.add_typer(data.data_app, name="data")
     app.add_typer(registry.registry_app, name="registry")
+    app.add_typer(monitor.monitor_app, name="monitor")
+    monitor_report.register(monitor.monitor_app)
     train.register(app)
     serve.register(app)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ferry.core.spec import load_spec
 from ferry.errors import SpecError
 from ferry.serving.auth import TokenAuth
 from ferry.serving.batching import BatchConfig
@@ -61,6 +62,12 @@ def serve_command(
     max_body_mb: float = typer.Option(64.0, help="Request body limit (MiB)."),
     log_level: str = typer.Option("warning", help="debug, info, warning, error."),
     monitoring: bool = typer.Option(True, help="Metrics, drift, prediction log, feedback."),
+    spec: Path | None = typer.Option(
+        None, "--spec", help="ferry.yaml whose monitoring section (drift, sampling, alerts) to use."
+    ),
+    webhook_url: str | None = typer.Option(
+        None, envvar="FERRY_ALERT_WEBHOOK_URL", help="Alertmanager-style webhook for alerts."
+    ),
     sample_rate: float = typer.Option(1.0, min=0, max=1, help="Share of rows logged."),
     drift_window: int = typer.Option(500, min=10, help="Rows per drift test window."),
 ) -> None:
@@ -96,6 +103,8 @@ def serve_command(
         log_dir=Path(settings.home) / "predictions",
         sample_rate=sample_rate,
         drift_window=drift_window,
+        spec=load_spec(spec) if spec else None,
+        webhook_url=webhook_url,
     )
     raise typer.Exit(run(config))
 

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ferry.core.refs import check_name
 from ferry.errors import RefError, SpecError
@@ -26,6 +34,11 @@ CLASSIFICATION_METRICS = (
 )
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
+# Quality the server can compute from late labels (monitoring/feedback.py), per task.
+LIVE_METRICS = {
+    "classification": ("accuracy", "precision", "recall", "f1"),
+    "regression": ("rmse", "mae"),
+}
 
 
 class _Strict(BaseModel):
@@ -84,6 +97,173 @@ class GatesSpec(_Strict):
     max_fairness_gap: float | None = Field(default=None, ge=0, le=1)
 
 
+# ---- monitoring ------------------------------------------------------------------------------
+
+ALERT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+DEFAULT_ALERT_NAMES = {
+    "drift_share": "FerryDriftShareHigh",
+    "accuracy_below": "FerryLiveQualityLow",
+    "accuracy_drop": "FerryLiveQualityDropped",
+    "latency_p99": "FerryLatencyP99High",
+    "error_rate": "FerryErrorRateHigh",
+}
+ALERT_KINDS = tuple(DEFAULT_ALERT_NAMES)
+
+
+class DriftSpec(_Strict):
+    window: int = Field(default=500, ge=10, description="Rows per drift test window")
+    alpha: float = Field(default=0.001, gt=0, lt=1, description="Family-wise error per window")
+    k: int = Field(default=2, ge=1, description="Drifted windows among the last n for an alarm")
+    n: int = Field(default=3, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _k_of_n(self) -> DriftSpec:
+        if self.k > self.n:
+            raise ValueError(
+                f"k ({self.k}) is larger than n ({self.n}): an alarm needs k drifted windows "
+                "among the last n; lower k or raise n"
+            )
+        return self
+
+
+class _AlertRuleBase(_Strict):
+    kind: str
+    name: str | None = Field(default=None, description="alertname; a default per kind")
+    for_s: float = Field(default=60, ge=0, description="How long the condition must hold")
+    severity: Literal["warning", "critical"] = "warning"
+
+    @field_validator("name")
+    @classmethod
+    def _alert_name(cls, value: str | None) -> str | None:
+        if value is not None and not ALERT_NAME.match(value):
+            raise ValueError(
+                "expected letters, digits and '_', not starting with a digit, e.g. FraudDrift"
+            )
+        return value
+
+    @property
+    def alertname(self) -> str:
+        return self.name or DEFAULT_ALERT_NAMES[self.kind]
+
+
+class DriftShareRule(_AlertRuleBase):
+    """The share of features that drifted in the last window is above ``threshold``."""
+
+    kind: Literal["drift_share"] = "drift_share"
+    threshold: float = Field(default=0.3, ge=0, lt=1)
+
+
+class _LiveQualityRule(_AlertRuleBase):
+    metric: str = Field(default="accuracy", description="A metric computed from late labels")
+    min_labels: int = Field(default=100, ge=1, description="Labels needed before it is judged")
+
+    @field_validator("metric")
+    @classmethod
+    def _live_metric(cls, value: str) -> str:
+        known = [m for metrics in LIVE_METRICS.values() for m in metrics]
+        if value not in known:
+            raise ValueError(f"not computed from late labels; choose from {known}")
+        return value
+
+
+class AccuracyBelowRule(_LiveQualityRule):
+    """Live quality is worse than ``threshold`` (below it; above it for rmse and mae)."""
+
+    kind: Literal["accuracy_below"] = "accuracy_below"
+    threshold: float
+
+
+class AccuracyDropRule(_LiveQualityRule):
+    """Live quality is worse than the bundle's test metric by more than ``drop`` (absolute)."""
+
+    kind: Literal["accuracy_drop"] = "accuracy_drop"
+    drop: float = Field(default=0.05, gt=0)
+
+
+class _RequestRule(_AlertRuleBase):
+    window_s: int = Field(default=300, ge=10, le=86_400, description="Requests looked at")
+    min_requests: int = Field(default=20, ge=1, description="Requests needed before it is judged")
+
+
+class LatencyP99Rule(_RequestRule):
+    """p99 request latency is over ``threshold_ms`` (default: constraints.max_latency_p99_ms)."""
+
+    kind: Literal["latency_p99"] = "latency_p99"
+    threshold_ms: float | None = Field(default=None, gt=0)
+
+
+class ErrorRateRule(_RequestRule):
+    """The share of requests failing with a server error is above ``threshold``."""
+
+    kind: Literal["error_rate"] = "error_rate"
+    threshold: float = Field(default=0.05, gt=0, lt=1)
+
+
+AlertRule = Annotated[
+    DriftShareRule | AccuracyBelowRule | AccuracyDropRule | LatencyP99Rule | ErrorRateRule,
+    Field(discriminator="kind"),
+]
+
+
+def default_alert_rules(budget_ms: float | None) -> list[AlertRule]:
+    """Used when ``monitoring.alerts`` is not given; ``alerts: []`` turns alerting off."""
+    rules: list[AlertRule] = [
+        DriftShareRule(threshold=0.3),
+        ErrorRateRule(threshold=0.05, severity="critical"),
+    ]
+    if budget_ms is not None:
+        rules.append(LatencyP99Rule(threshold_ms=budget_ms))
+    return rules
+
+
+class MonitoringSpec(_Strict):
+    drift: DriftSpec = Field(default_factory=DriftSpec)
+    sample_rate: float = Field(default=1.0, ge=0, le=1, description="Share of rows logged")
+    alerts: list[AlertRule] | None = Field(default=None, description="None: the default rules")
+    webhook_url: str | None = Field(default=None, description="Alertmanager-style receiver")
+    evaluation_interval_s: float = Field(default=15, gt=0, le=3600)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(
+                "expected an http:// or https:// URL, e.g. http://alertmanager:9093/hook"
+            )
+        return value
+
+    def rules(self, budget_ms: float | None, task: str | None = None) -> list[AlertRule]:
+        """The rules to evaluate: defaults filled in and checked; errors name the key."""
+        given = default_alert_rules(budget_ms) if self.alerts is None else self.alerts
+        rules = [_resolve_rule(i, rule, budget_ms, task) for i, rule in enumerate(given)]
+        seen: dict[tuple[str, str], int] = {}
+        for index, rule in enumerate(rules):
+            first = seen.setdefault((rule.alertname, rule.severity), index)
+            if first != index:
+                raise ValueError(
+                    f"monitoring.alerts.{index}: same alert name {rule.alertname!r} and severity "
+                    f"as monitoring.alerts.{first}; give one of them another `name`"
+                )
+        return rules
+
+
+def _resolve_rule(index: int, rule: AlertRule, budget_ms: float | None, task: str | None) -> Any:
+    key = f"monitoring.alerts.{index}"
+    if isinstance(rule, LatencyP99Rule) and rule.threshold_ms is None:
+        if budget_ms is None:
+            raise ValueError(
+                f"{key}.threshold_ms: required because constraints.max_latency_p99_ms is not "
+                "set; give the p99 budget in milliseconds"
+            )
+        return rule.model_copy(update={"threshold_ms": budget_ms})
+    if isinstance(rule, _LiveQualityRule) and task and rule.metric not in LIVE_METRICS[task]:
+        raise ValueError(
+            f"{key}.metric: {rule.metric!r} cannot be computed from late labels for task "
+            f"{task!r}; choose from {list(LIVE_METRICS[task])}"
+        )
+    return rule
+
+
 class Spec(_Strict):
     name: str
     task: Literal["classification", "regression"]
@@ -94,8 +274,8 @@ class Spec(_Strict):
     constraints: ConstraintsSpec = Field(default_factory=ConstraintsSpec)
     threshold: ThresholdSpec = Field(default_factory=ThresholdSpec)
     gates: GatesSpec = Field(default_factory=GatesSpec)
-    # Later subsystems (monitoring, retraining) add their sections; keep them optional.
-    monitoring: dict[str, Any] = Field(default_factory=dict)
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    # Later subsystems (retraining) add their sections; keep them optional.
     retraining: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -119,16 +299,40 @@ class Spec(_Strict):
                 raise ValueError(f"gates: unknown metric {gate!r}; choose from {list(allowed)}")
         return self
 
+    @model_validator(mode="after")
+    def _check_monitoring(self) -> Spec:
+        # Resolved here, as search.metric is: defaults in, latency budget from constraints.
+        self.monitoring.alerts = self.monitoring.rules(
+            self.constraints.max_latency_p99_ms, self.task
+        )
+        return self
+
     def default_metric(self) -> str:
         return "roc_auc" if self.task == "classification" else "rmse"
 
     def spec_hash(self) -> str:
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        # Monitoring settings do not change the model, so they do not change its lineage hash.
+        text = json.dumps(self.model_dump(mode="json", exclude={"monitoring"}), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _key(loc: tuple[Any, ...]) -> str:
+    """Dotted key path; an alert rule's ``kind`` tag, which pydantic adds to it, is left out."""
+    parts = [
+        str(part)
+        for i, part in enumerate(loc)
+        if not (part in ALERT_KINDS and i >= 2 and loc[i - 2] == "alerts")
+    ]
+    return ".".join(parts)
+
+
 def _format_error(error: dict[str, Any]) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    key = _key(tuple(error["loc"])) or "(top level)"
+    if error["type"] == "union_tag_not_found":
+        return f"{key}.kind: required key is missing; choose from {list(ALERT_KINDS)}"
+    if error["type"] == "union_tag_invalid":
+        tag = error.get("ctx", {}).get("tag")
+        return f"{key}.kind: unknown kind {tag!r}; choose from {list(ALERT_KINDS)}"
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key; remove it or check its spelling (see `ferry init`)"
     if error["type"] == "missing":

@@ -144,6 +144,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        self.feedback_baseline = Gauge(
+            "ferry_feedback_baseline_quality",
+            "The bundle's test-set quality that live quality is compared with.",
+            ["model", "version", "metric"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
         self.feedback = Counter(
             "ferry_feedback_labels_total",
             "Late labels by join result.",

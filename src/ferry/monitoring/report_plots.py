@@ -89,7 +89,10 @@ def categorical_shares(
     kept = 1 - ref.missing_rate
     ref_freq = {c: f * kept for c, f in ref.frequencies.items() if c != OTHER}
     ranked = sorted(
-        set(ref_freq) | set(live_freq), key=lambda c: -max(ref_freq.get(c, 0), live_freq.get(c, 0))
+        set(ref_freq) | set(live_freq),
+        # Ties break on the reference share, then the name, so the order never depends on
+        # set iteration order.
+        key=lambda c: (-max(ref_freq.get(c, 0), live_freq.get(c, 0)), -ref_freq.get(c, 0), c),
     )
     top = ranked[:TOP_CATEGORIES]
     reference = [ref_freq.get(c, 0.0) for c in top]

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from ferry.core.spec import Spec
 from ferry.errors import ErrorCode, FerryError
 from ferry.registry import open_registry
 from ferry.serving.auth import TokenAuth
@@ -62,6 +63,8 @@ class ServeConfig:
     log_dir: Path | None = Path(".ferry/predictions")
     sample_rate: float = 1.0
     drift_window: int = 500
+    spec: Spec | None = None  # ferry.yaml (`ferry serve --spec`): its monitoring section's alerts
+    webhook_url: str | None = None  # overrides spec.monitoring.webhook_url
 
     def intra_threads(self) -> int:
         # Every pool (ORT, OpenMP, BLAS) is sized from the worker count: see REFERENCES.md.
@@ -103,6 +106,7 @@ class FerryServer:
         self.stopping = asyncio.Event()
         self.stop_requested_at: float | None = None
         self.grpc_port: int | None = None
+        self.alerts: Any = None
         self.monitor = self._monitor() if config.monitoring else None
 
     def _monitor(self) -> Any:
@@ -115,15 +119,24 @@ class FerryServer:
         metrics = Metrics()
         log_store = None
         if self.config.log_dir is not None:
-            log_store = PredictionLog(LogConfig(self.config.log_dir, self.config.sample_rate))
-        monitor = Monitor(
-            metrics, MonitorConfig(drift=DriftConfig(window=self.config.drift_window)), log_store
-        )
+            rate = self.config.sample_rate
+            if self.config.spec is not None:
+                rate = min(rate, self.config.spec.monitoring.sample_rate)
+            log_store = PredictionLog(LogConfig(self.config.log_dir, rate))
+        drift = DriftConfig(window=self.config.drift_window)
+        if self.config.spec is not None:  # the spec's monitoring section wins over the defaults
+            drift = DriftConfig(**self.config.spec.monitoring.drift.model_dump())
+        monitor = Monitor(metrics, MonitorConfig(drift=drift), log_store)
         self.plane.on_infer.append(monitor.on_infer)
         self.plane.on_request.append(monitor.on_request)
         self.plane.feedback_handler = monitor.add_feedback
         self.plane.scraper = lambda: scrape(metrics)
         self.pool.listeners.append(monitor.on_load)
+        from ferry.monitoring.alerts import attach_alerts
+
+        self.alerts = attach_alerts(
+            self.plane, monitor, self.config.spec, webhook_url=self.config.webhook_url
+        )
         return monitor
 
     def _uvicorn(self) -> _Uvicorn:
@@ -181,11 +194,14 @@ class FerryServer:
                 grpc_server = await self._start_grpc()
             watcher = loop.create_task(self.pool.watch())
             monitoring = loop.create_task(self.monitor.run()) if self.monitor else None
+            alerting = loop.create_task(self.alerts.run()) if self.alerts else None
             await self.stopping.wait()
             await asyncio.sleep(self.config.drain_delay_s)
             watcher.cancel()
             if monitoring is not None:
                 monitoring.cancel()
+            if alerting is not None:
+                alerting.cancel()
         finally:
             # Also on a failed start: listeners left open would outlive the loop (gRPC then
             # prints a traceback from its finaliser) and the CLI's one-line error.

@@ -257,7 +257,8 @@ class Search:
     def run(self) -> SearchResult:
         started = time.perf_counter()
         clock = _Clock(deadline=started + self.spec.search.time_budget_s)
-        optuna.logging.set_verbosity(logging.WARNING)
+        # Budget-cut trials are caught as FAIL on purpose; Optuna would log each as a warning.
+        optuna.logging.set_verbosity(logging.ERROR)
         study = self._study()
         study.optimize(
             lambda trial: self._objective(clock, trial),
