@@ -74,7 +74,9 @@ def _serve_batch(
     records = [{s.name: _json_value(s, row[s.name]) for s in specs} for _, row in frame.iterrows()]
     feeds, rows = feeds_from_records(model.manifest.signature, records)
     outputs = model.runtime.run(feeds)
-    return monitor.process(InferResult(model, rows, "records", request_id, feeds, outputs, at))
+    return monitor.process_result(
+        InferResult(model, rows, "records", request_id, feeds, outputs, at)
+    )
 
 
 @pytest.fixture(scope="module")

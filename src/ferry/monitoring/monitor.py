@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from ferry.monitoring.feedback import FeedbackWindow
 from ferry.monitoring.metrics import Metrics
 from ferry.monitoring.predlog import PredictionLog
 from ferry.serving.dataplane import InferResult
+from ferry.serving.inputs import concat
 from ferry.serving.pool import LoadEvent
 
 log = logging.getLogger("ferry.monitoring")
@@ -53,6 +55,7 @@ class Monitor:
         self.recent: OrderedDict[str, tuple[str, int, Any, float | None]] = OrderedDict()
         self.feedback: dict[tuple[str, int], FeedbackWindow] = {}
         self.unwritten: dict[str, list[dict[str, Any]]] = {}
+        self.lock = threading.Lock()  # collect() runs in a worker thread and on feedback
 
     # hot path --------------------------------------------------------------------------
     def on_infer(self, result: InferResult) -> None:
@@ -75,24 +78,36 @@ class Monitor:
             await self.flush()
 
     def collect(self) -> None:
-        """Process every pending request; log rows wait in ``unwritten`` for the next flush."""
-        while self.pending:
-            result = self.pending.popleft()
-            try:
-                rows = self.process(result)
-            except Exception:  # monitoring must never take serving down
-                log.exception("monitoring failed for %s", result.model.name)
-                continue
-            self.unwritten.setdefault(result.model.name, []).extend(rows)
+        """Process every pending request; log rows wait in ``unwritten`` for the next flush.
+
+        Requests are merged per model version first, so the numpy work runs once per batch of
+        requests rather than once per request.
+        """
+        with self.lock:
+            batch = [self.pending.popleft() for _ in range(len(self.pending))]
+            for group in _by_model(batch):
+                try:
+                    rows = self.process(*_merge(group))
+                except Exception:  # monitoring must never take serving down
+                    log.exception("monitoring failed for %s", group[0].model.name)
+                    continue
+                self.unwritten.setdefault(group[0].model.name, []).extend(rows)
 
     async def flush(self) -> None:
-        self.collect()
+        # In a thread: the event loop keeps answering requests while a large batch is processed.
+        await asyncio.to_thread(self.collect)
         unwritten, self.unwritten = self.unwritten, {}
         if self.predictions is not None:
             for model, logged in unwritten.items():
                 await asyncio.to_thread(self.predictions.write, model, logged)
 
-    def process(self, result: InferResult) -> list[dict[str, Any]]:
+    def process_result(self, result: InferResult) -> list[dict[str, Any]]:
+        """Process one finished request now; returns its prediction-log rows."""
+        return self.process(*_merge([result]))
+
+    def process(
+        self, result: InferResult, ids: list[str], times: list[float]
+    ) -> list[dict[str, Any]]:
         model = result.model
         version = str(model.version)
         quality = model.count_quality(result.feeds)
@@ -101,9 +116,8 @@ class Monitor:
         labels, scores = self._predictions(result)
         self._count_predictions(model.name, version, labels, scores)
         self._drift(result, labels, scores)
-        ids = row_ids(result.request_id, result.rows)
         self._remember(ids, model.name, model.version, labels, scores)
-        return self._log_rows(result, ids, labels, scores)
+        return self._log_rows(result, ids, times, labels, scores)
 
     def _predictions(self, result: InferResult) -> tuple[np.ndarray, np.ndarray | None]:
         model = result.model
@@ -159,16 +173,23 @@ class Monitor:
             self.recent.popitem(last=False)
 
     def _log_rows(
-        self, result: InferResult, ids: list[str], labels: np.ndarray, scores: np.ndarray | None
+        self,
+        result: InferResult,
+        ids: list[str],
+        times: list[float],
+        labels: np.ndarray,
+        scores: np.ndarray | None,
     ) -> list[dict[str, Any]]:
-        if self.predictions is None or not self.predictions.sampled():
+        if self.predictions is None:
             return []
         inputs = {n: v.reshape(-1).tolist() for n, v in result.feeds.items()}
         rows = []
         for i, row_id in enumerate(ids):
+            if not self.predictions.sampled():
+                continue
             row = {
                 "id": row_id,
-                "time": result.at,
+                "time": times[i],
                 "model": result.model.name,
                 "version": result.model.version,
                 "inputs": {n: _plain(values[i]) for n, values in inputs.items()},
@@ -205,6 +226,32 @@ class Monitor:
                 continue
             for metric, value in window.metrics().items():
                 self.metrics.live_quality.labels(model, str(version), metric).set(value)
+
+
+def _by_model(results: list[InferResult]) -> list[list[InferResult]]:
+    groups: dict[int, list[InferResult]] = {}
+    for result in results:
+        groups.setdefault(id(result.model), []).append(result)
+    return list(groups.values())
+
+
+def _merge(group: list[InferResult]) -> tuple[InferResult, list[str], list[float]]:
+    """One InferResult holding every row of the group, with each row's id and time."""
+    ids = [row_id for r in group for row_id in row_ids(r.request_id, r.rows)]
+    times = [r.at for r in group for _ in range(r.rows)]
+    if len(group) == 1:
+        return group[0], ids, times
+    first = group[0]
+    merged = InferResult(
+        first.model,
+        sum(r.rows for r in group),
+        first.protocol,
+        first.request_id,
+        concat([r.feeds for r in group]),
+        concat([r.outputs for r in group]),
+        group[-1].at,
+    )
+    return merged, ids, times
 
 
 def row_ids(request_id: str, rows: int) -> list[str]:
