@@ -13,6 +13,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import tempfile
@@ -283,10 +284,14 @@ def _worker(config: ServeConfig, sock: socket.socket | None) -> None:
         raise SystemExit(2) from None
 
 
-def _multiprocess_metrics_dir() -> None:
-    """Several workers share metrics through prometheus_client's files in one fresh dir."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ferry-metrics-")
+def _multiprocess_metrics_dir() -> str | None:
+    """Several workers share metrics through prometheus_client's files in one fresh dir.
+
+    Returns the directory when this call created it (the caller removes it at exit)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ferry-metrics-")
+    return os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
 def run(config: ServeConfig) -> int:
@@ -297,7 +302,7 @@ def run(config: ServeConfig) -> int:
         with sock:
             _serve(config, sock)
         return 0
-    _multiprocess_metrics_dir()
+    metrics_dir = _multiprocess_metrics_dir()
     context = multiprocessing.get_context("spawn")
     children = [
         context.Process(target=_worker, args=(config, sock), daemon=False)
@@ -316,4 +321,6 @@ def run(config: ServeConfig) -> int:
     for child in children:
         child.join()
     sock.close()
+    if metrics_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return max((child.exitcode or 0) for child in children)
