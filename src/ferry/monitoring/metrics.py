@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -16,9 +17,14 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
+
+# ``*_created`` series are a quarter of all samples and Prometheus 2.x keeps them as separate
+# series; without them a 20-model x 30-feature scrape stays under 50 ms.
+disable_created_metrics()
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
@@ -163,6 +169,13 @@ class Metrics:
             ["model"],
             registry=r,
         )
+
+    def watch_model(self, model: Any) -> None:
+        """Batch sizes and the version info of a model the pool just loaded."""
+        name, version = model.name, str(model.version)
+        rows = self.batch_rows.labels(name, version)
+        model.batcher.observers.append(lambda requests, batch_rows: rows.observe(batch_rows))
+        self.model_info.labels(name, version, name).set(1)
 
     def count_quality(self, model: str, version: str, kind: str, counts: Mapping[str, int]) -> None:
         series = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +70,8 @@ class ModelPool:
         self.listeners: list = []  # type: ignore[type-arg]
         self._retiring: set[asyncio.Task[None]] = set()
         self.starting = False  # the server sets it while its first models load
+        # Monitoring attaches its per-model observers (batch sizes) through this.
+        self.on_model_loaded: list[Callable[[LoadedModel], None]] = []
 
     def _batch_config(self, name: str) -> BatchConfig:
         return self.config.per_model_batch.get(name, self.config.batch)
@@ -98,8 +101,13 @@ class ModelPool:
         model = await asyncio.to_thread(self._load_blocking, path, ref.name, version)
         await model.start()
         self.loaded[key] = model
+        self._loaded_hooks(model)
         self._record(LoadEvent(ref.name, version, True, f"loaded {ref.name}:{version}"))
         return model
+
+    def _loaded_hooks(self, model: LoadedModel) -> None:
+        for hook in self.on_model_loaded:
+            hook(model)
 
     async def add(self, text: str) -> LoadedModel:
         """Serve a ref (``name``, ``name:3``, ``name@alias``) or a local bundle directory."""
@@ -123,6 +131,8 @@ class ModelPool:
         await model.start()
         self.loaded[(model.name, version)] = model
         self.served.setdefault(model.name, Served(ModelRef(model.name, version=version), model))
+        self._loaded_hooks(model)
+        self._record(LoadEvent(model.name, version, True, f"loaded bundle {path.name}"))
         return model
 
     def get(self, name: str, version: str | None = None) -> LoadedModel:

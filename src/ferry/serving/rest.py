@@ -7,6 +7,7 @@ hard size limit (declared or chunked), parsed with orjson, and every error is
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -156,7 +157,8 @@ class RestApp:
         return json_response({})
 
     async def metrics(self, request: Request) -> Response:
-        text, content_type = self.plane.scrape()
+        # In a thread: a large scrape takes tens of milliseconds that requests should not wait.
+        text, content_type = await asyncio.to_thread(self.plane.scrape)
         return Response(text, 200, media_type=content_type)
 
     async def feedback(self, request: Request) -> Response:

@@ -133,6 +133,7 @@ class FerryServer:
         self.plane.feedback_handler = monitor.add_feedback
         self.plane.scraper = lambda: scrape(metrics)
         self.pool.listeners.append(monitor.on_load)
+        self.pool.on_model_loaded.append(metrics.watch_model)
         from ferry.monitoring.alerts import attach_alerts
 
         self.alerts = attach_alerts(
