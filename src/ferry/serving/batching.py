@@ -24,6 +24,13 @@ RunFn = Callable[[Feeds], Outputs]
 INLINE_BELOW_S = 0.0005
 
 
+def _expire(future: asyncio.Future[Outputs], timeout_s: float) -> None:
+    if not future.done():
+        future.set_exception(
+            TimedOut(f"inference did not finish within {timeout_s} s; retry or lower the load")
+        )
+
+
 class Overloaded(FerryError):
     code = ErrorCode.UNAVAILABLE
     retry_after_s = 1
@@ -62,6 +69,7 @@ class Batcher:
         self.observers: list[Callable[[int, float], None]] = []
         self._carry: _Pending | None = None  # a request that did not fit the last batch
         self._forming: list[_Pending] = []
+        self.busy = False  # the worker is forming or running a batch
 
     def calibrate(self, feeds: Feeds) -> None:
         """Decide between inline and threaded graph calls from a measured call."""
@@ -105,19 +113,29 @@ class Batcher:
                 f"model queue is full ({self.queued_rows} rows waiting, limit "
                 f"{self.config.max_queue_rows}); retry shortly"
             )
-        if not self.config.enabled:
+        if not self.config.enabled or self._idle_inline():
             return await self._direct(feeds, rows)
-        future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outputs] = loop.create_future()
         self.queued_rows += rows
         self.queue.put_nowait(_Pending(feeds, rows, future))
+        # A timer, not wait_for: no extra task per request on the hot path.
+        timer = loop.call_later(self.config.timeout_s, _expire, future, self.config.timeout_s)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.config.timeout_s)
-        except TimeoutError:
-            future.cancel()
-            raise TimedOut(
-                f"inference did not finish within {self.config.timeout_s} s; "
-                "retry or lower the load"
-            ) from None
+            return await future
+        finally:
+            timer.cancel()
+
+    def _idle_inline(self) -> bool:
+        """Greedy batching of a fast graph with nothing waiting: a queue hop would only add
+        latency, since an inline call never yields and so no other request could join."""
+        return (
+            self.inline
+            and self.config.max_delay_ms == 0
+            and self.queue.empty()
+            and self._carry is None
+            and not self.busy
+        )
 
     async def _direct(self, feeds: Feeds, rows: int) -> Outputs:
         self.queued_rows += rows
@@ -137,6 +155,7 @@ class Batcher:
     async def _collect(self) -> list[_Pending]:
         first, self._carry = self._carry, None
         batch = [first or await self.queue.get()]
+        self.busy = True
         self._forming = batch  # visible to fail_all while the batch waits for more rows
         rows = batch[0].rows
         deadline = time.perf_counter() + self.config.max_delay_ms / 1000
@@ -165,6 +184,7 @@ class Batcher:
             live = [p for p in batch if not p.future.done()]
             if live:
                 await self._run_batch(live)
+            self.busy = False
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         try:
