@@ -46,7 +46,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -62,8 +62,8 @@ import orjson
 from ferry.core.bundle import MODEL, verify_bundle
 from ferry.core.signature import InputSpec, Signature
 from ferry.serving.batching import BatchConfig
-from ferry.serving.inputs import feeds_from_tensors, measure_quality
-from ferry.serving.model import LoadedModel
+from ferry.serving.dataplane import DataPlane
+from ferry.serving.pool import ModelPool, PoolConfig
 from ferry.serving.proto import grpc_predict_v2_pb2 as pb
 from ferry.serving.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from ferry.serving.runtime import session_options
@@ -425,14 +425,19 @@ class Server:
             self.process.wait()
 
 
-def ferry_server(bundle: Path, workdir: Path, workers: int, batching: bool) -> Server:
+def ferry_server(
+    bundle: Path, workdir: Path, workers: int, batching: bool, monitoring: bool = True
+) -> Server:
     port, grpc_port = free_port(), free_port()
     label = f"ferry {workers}w batching {'on' if batching else 'off'}"
+    label += "" if monitoring else " no-monitoring"
     command = [str(BIN / "ferry"), "serve", str(bundle), "--host", HOST, "--port", str(port)]
     command += ["--grpc-port", str(grpc_port), "--workers", str(workers)]
     command += ["--drain-delay", "0", "--grace", "5"]
     if not batching:
         command.append("--no-batching")
+    if not monitoring:
+        command.append("--no-monitoring")
     env = {**os.environ, "FERRY_HOME": str(workdir / "home")}
     return Server(label, command, env, port, grpc_port, workdir / f"{label.replace(' ', '_')}.log")
 
@@ -453,6 +458,24 @@ def thin_grpc_server(bundle: Path, workdir: Path) -> Server:
     command = [sys.executable, str(workdir / "thin_grpc.py"), str(port)]
     env = {**os.environ, "THIN_MODEL": str(bundle / MODEL), "OMP_NUM_THREADS": "1"}
     return Server("thin", command, env, 0, port, workdir / "thin_grpc.log")
+
+
+def _data_plane(bundle: Path, workdir: Path) -> DataPlane:
+    """Ferry's data plane as the server builds it, without batching or monitoring hooks."""
+    pool = ModelPool(None, workdir / "cache", PoolConfig(batch=BatchConfig(enabled=False)))
+    model = asyncio.run(pool.add(str(bundle)))
+    model.batcher.inline = True  # graph calls on the caller's thread: we time the CPU path
+    return DataPlane(pool)
+
+
+def _drive(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine that never suspends (the data plane with inline graph calls)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coroutine.close()
+    raise RuntimeError("the data plane suspended: cannot time it synchronously")
 
 
 # --- load generators --------------------------------------------------------------------
@@ -600,16 +623,13 @@ class Bench:
             self._time_calls(
                 "ort session.run", "in-process", rows, lambda f=feeds: session.run(names, f)
             )
-        model = LoadedModel(self.bundle, 1, BatchConfig(enabled=False))
+        plane = _data_plane(self.bundle, self.workdir)
         body = self.bodies["v2_1"].read_bytes()
         thin_types = {"FP32": np.float32, "FP64": np.float64, "BYTES": object}
 
         def ferry_path() -> bytes:
             request = orjson.loads(body)
-            feeds, _ = feeds_from_tensors(model.signature, request["inputs"])
-            model._count(measure_quality(model.signature, feeds))
-            outputs = model.runtime.run(feeds)
-            response = {"model_name": model.name, "outputs": model.v2_outputs(outputs, None)}
+            response = _drive(plane.infer(self.name, None, request))
             return orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
 
         def thin_path() -> bytes:
@@ -623,9 +643,9 @@ class Bench:
                 {"name": n, "shape": list(v.shape), "data": v.ravel().tolist()}
                 for n, v in zip(names, values, strict=True)
             ]
-            return orjson.dumps({"model_name": model.name, "outputs": outputs})
+            return orjson.dumps({"model_name": self.name, "outputs": outputs})
 
-        self._time_calls("ferry request path", "in-process", 1, ferry_path)
+        self._time_calls("ferry data plane", "in-process", 1, ferry_path)
         self._time_calls("thin request path", "in-process", 1, thin_path)
 
     # over the wire ---------------------------------------------------------------------
@@ -755,6 +775,12 @@ class Bench:
                 self._rest(server, "rest v2", f"v2_{BIG_ROWS}", 1)
                 self._rest(server, "rest records", "records_1", 32)
 
+    def unmonitored(self) -> None:
+        """What monitoring (metrics, drift, prediction log) costs: the same server without it."""
+        server = ferry_server(self.bundle, self.workdir, 1, True, monitoring=False)
+        with self.serving(server):
+            self._rest(server, "rest v2", "v2_1", 32)
+
     def all(self, parts: set[str]) -> None:
         if "inprocess" in parts:
             self.in_process()
@@ -764,6 +790,8 @@ class Bench:
             if f"ferry{workers}" in parts:
                 for batching in (True, False):
                     self.ferry(workers, batching, extras=workers == 1 and batching)
+            if f"ferry{workers}" in parts and workers == 1:
+                self.unmonitored()
         if "profile" in parts:
             self.run.profile = self.profile_ferry()
 
@@ -915,7 +943,8 @@ def markdown(run: Run) -> str:
         "# Serving benchmark",
         "",
         f"Run {run.date} by `benchmarks/serving.py` "
-        f"({run.settings['seconds']:g} s per point, bundle `{run.settings['bundle_model']}`).",
+        f"({run.settings['seconds']:g} s per point, bundle `{run.settings['bundle_model']}`, "
+        f"Ferry at `{run.settings.get('source', '?')}`).",
         "",
         f"Machine: {m['cores']} cores ({m['cpu']}), Python {m['python']}, {m['platform']}; "
         f"load average before {_loads(run.load_before)}, after {_loads(run.load_after)}. "
@@ -965,9 +994,11 @@ NOTES = [
     "monitoring. `thin` gRPC: the same in a hand-written `grpc.aio` `ModelInfer` (default "
     "asyncio loop). Ratios compare each point with the thin point of the same protocol, "
     "concurrency and rows (the records route with thin REST v2).",
-    "- `in-process`: `ferry request path` is Ferry's per-request work without HTTP or the "
-    "batcher (orjson parse, V2 decode and signature checks, quality counts, graph call, "
-    "output shaping, orjson encode); `thin request path` is the thin endpoint's.",
+    "- `in-process`: `ferry data plane` is `DataPlane.infer` as the server builds it, without "
+    "HTTP, batching or monitoring hooks (orjson parse, V2 decode and signature checks, graph "
+    "call, output shaping, orjson encode); `thin request path` is the thin endpoint's.",
+    "- `no-monitoring`: the default server with `--no-monitoring` (no metrics, live drift or "
+    "prediction log): what monitoring costs at c=32.",
     f"- The {BIG_ROWS}-row target compares mean latency at concurrency 1 (one request at a "
     "time: its full cost); server CPU per request is shown as a second view of the cost.",
     "- p99 at c=32 is the most fragile number here: when other jobs take CPU (`others cores`) "
@@ -979,6 +1010,20 @@ NOTES = [
 
 def _loads(values: list[float]) -> str:
     return " / ".join(f"{v:.2f}" for v in values) if values else "?"
+
+
+def source_state() -> str:
+    """The commit measured, and whether src/ had uncommitted changes."""
+    root = HERE.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "?"
+    return commit + (
+        " + uncommitted changes in src/" if git("status", "--porcelain", "src") else ""
+    )
 
 
 def machine() -> dict[str, Any]:
@@ -1050,7 +1095,12 @@ def main() -> None:
     run = Run(
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         machine=machine(),
-        settings={"seconds": seconds, "bundle": str(bundle), "big_rows": BIG_ROWS},
+        settings={
+            "seconds": seconds,
+            "bundle": str(bundle),
+            "big_rows": BIG_ROWS,
+            "source": source_state(),
+        },
         load_before=list(os.getloadavg()),
     )
     bench = Bench(bundle, workdir, seconds, run)

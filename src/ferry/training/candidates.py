@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -115,18 +116,30 @@ DEFAULTS: dict[str, Params] = {
 }
 
 
+def fit_threads() -> int:
+    """Threads per fit: half the cores. Full-core OpenMP pools slow fits many-fold as soon as
+    anything else wants a core (REFERENCES.md), which makes wall-clock budgets unpredictable."""
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
 def _classifier(family: str, params: Params, balanced: bool, seed: int) -> Any:
     weight = "balanced" if balanced else None
     if family in ("logistic", "linear"):
         return LogisticRegression(**params, class_weight=weight, max_iter=2000)
     if family == "extra_trees":
-        return ExtraTreesClassifier(**params, class_weight=weight, n_jobs=-1, random_state=seed)
+        return ExtraTreesClassifier(
+            **params, class_weight=weight, n_jobs=fit_threads(), random_state=seed
+        )
     if family == "random_forest":
-        return RandomForestClassifier(**params, class_weight=weight, n_jobs=-1, random_state=seed)
+        return RandomForestClassifier(
+            **params, class_weight=weight, n_jobs=fit_threads(), random_state=seed
+        )
     if family == "hist_gb":
         return HistGradientBoostingClassifier(**params, class_weight=weight, random_state=seed)
     if family == "lightgbm":
-        return LGBMClassifier(**params, class_weight=weight, random_state=seed, verbose=-1)
+        return LGBMClassifier(
+            **params, class_weight=weight, random_state=seed, verbose=-1, n_jobs=fit_threads()
+        )
     # MLPs take no class weights; imbalance is handled by the chosen decision threshold.
     return MLPClassifier(**params, max_iter=200, early_stopping=True, random_state=seed)
 
@@ -135,13 +148,13 @@ def _regressor(family: str, params: Params, seed: int) -> Any:
     if family in ("logistic", "linear"):
         return Ridge(alpha=1.0 / params["C"])
     if family == "extra_trees":
-        return ExtraTreesRegressor(**params, n_jobs=-1, random_state=seed)
+        return ExtraTreesRegressor(**params, n_jobs=fit_threads(), random_state=seed)
     if family == "random_forest":
-        return RandomForestRegressor(**params, n_jobs=-1, random_state=seed)
+        return RandomForestRegressor(**params, n_jobs=fit_threads(), random_state=seed)
     if family == "hist_gb":
         return HistGradientBoostingRegressor(**params, random_state=seed)
     if family == "lightgbm":
-        return LGBMRegressor(**params, random_state=seed, verbose=-1)
+        return LGBMRegressor(**params, random_state=seed, verbose=-1, n_jobs=fit_threads())
     return MLPRegressor(**params, max_iter=300, early_stopping=True, random_state=seed)
 
 

@@ -18,10 +18,17 @@ import optuna
 import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from ferry.core.spec import LOWER_IS_BETTER, Spec
 from ferry.evaluation.metrics import score as metric_score
-from ferry.training.candidates import DEFAULTS, SPACES, cost_units, make_estimator
+from ferry.training.candidates import (
+    DEFAULTS,
+    SPACES,
+    cost_units,
+    fit_threads,
+    make_estimator,
+)
 from ferry.training.features import FeatureLayout, build_preprocessor
 
 Measure = Callable[[Pipeline], tuple[float, float]]
@@ -75,6 +82,8 @@ class SearchResult:
         return [c.row(i + 1) for i, c in enumerate(self.candidates)]
 
 
+COST_ORDER = ["logistic", "linear", "hist_gb", "lightgbm", "mlp", "extra_trees", "random_forest"]
+
 # Estimates are medians of a few noisy timings; the margin keeps a late fold from overshooting.
 SAFETY = 1.5
 
@@ -108,10 +117,18 @@ class _Clock:
         cheapest = min(min(times) for times in self.unit_times.values())
         return self.left() < SAFETY * cheapest * folds
 
-    def fits(self, family: str, units: float, folds_left: int) -> bool:
+    def fits(self, family: str, units: float, folds_left: int, own: list[float]) -> bool:
+        """Will the rest of this trial finish in time? ``own`` are its folds' times so far.
+
+        Before its first fold a trial is judged on its family's history, with a margin; once
+        folds are done their own times are the estimate, so work already paid for is not
+        thrown away over a margin.
+        """
+        measure = statistics.median(self.measure_times) if self.measure_times else 0.0
+        if own:
+            return self.left() > statistics.fmean(own) * folds_left + measure
         history = self.unit_times.get(family)
         fold = statistics.median(history) * units if history else 0.0
-        measure = statistics.median(self.measure_times) if self.measure_times else 0.0
         return self.left() > SAFETY * (fold * folds_left + measure)
 
 
@@ -181,8 +198,9 @@ class Search:
         model: Pipeline | None = None
         fit_total = 0.0
         units = cost_units(family, params)
+        fold_times: list[float] = []
         for step, (train_idx, test_idx) in enumerate(self.splits):
-            if not clock.fits(family, units, len(self.splits) - step):
+            if not clock.fits(family, units, len(self.splits) - step, fold_times):
                 if clock.nothing_fits(len(self.splits)):
                     trial.study.stop()
                 raise BudgetSkip(family)
@@ -191,6 +209,7 @@ class Search:
             self._fit(model, family, train_idx, clock)
             elapsed = time.perf_counter() - started
             clock.record(family, units, elapsed)
+            fold_times.append(elapsed)
             fit_total += elapsed
             scores.append(self._fold_score(model, test_idx))
             mean = float(np.mean(scores))
@@ -260,14 +279,15 @@ class Search:
         # Budget-cut trials are caught as FAIL on purpose; Optuna would log each as a warning.
         optuna.logging.set_verbosity(logging.ERROR)
         study = self._study()
-        study.optimize(
-            lambda trial: self._objective(clock, trial),
-            n_trials=self.spec.search.trials,
-            timeout=self.spec.search.time_budget_s,
-            # A trial cut by the deadline says nothing about its settings: as a FAIL, TPE ignores
-            # it, where a PRUNED trial would steer the search away from slower families.
-            catch=(ValueError, ArithmeticError, BudgetSkip),
-        )
+        with threadpool_limits(limits=fit_threads()):
+            study.optimize(
+                lambda trial: self._objective(clock, trial),
+                n_trials=self.spec.search.trials,
+                timeout=self.spec.search.time_budget_s,
+                # A trial cut by the deadline says nothing about its settings: as a FAIL, TPE
+                # ignores it, where a PRUNED trial would steer it away from slower families.
+                catch=(ValueError, ArithmeticError, BudgetSkip),
+            )
         return self._result(study, time.perf_counter() - started)
 
     def _study(self) -> optuna.Study:
@@ -279,7 +299,8 @@ class Search:
             sampler=optuna.samplers.TPESampler(seed=self.spec.search.seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1),
         )
-        for family in self.spec.search.families:
+        # Cheapest families first: whatever the budget, a quick candidate finishes early.
+        for family in sorted(self.spec.search.families, key=COST_ORDER.index):
             study.enqueue_trial({"family": family}, user_attrs={"defaults": True})
         return study
 
