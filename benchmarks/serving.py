@@ -175,7 +175,15 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         return response
 
 
-async def main() -> None:
+async def render(directory: Path) -> str:
+    """serving.md again from serving.json (after a change to the notes or the layout)."""
+    data = json.loads((directory / "serving.json").read_text())
+    data["points"] = [Point(**p) for p in data["points"]]
+    run = Run(**data)
+    return write(run, directory)
+
+
+def main() -> None:
     server = grpc.aio.server()
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(), server)
     server.add_insecure_port(f"127.0.0.1:{sys.argv[1]}")
@@ -815,7 +823,7 @@ class Bench:
 def py_spy(pid: int, out: Path, seconds: int, load: Callable[[], None]) -> dict[str, Any]:
     """Sample ``pid`` while ``load`` runs; the hottest functions by self and total time."""
     command = [str(BIN / "py-spy"), "record", "-p", str(pid), "-d", str(seconds), "-r", "250"]
-    command += ["--nonblocking", "-f", "raw", "-o", str(out)]
+    command += ["--threads", "--nonblocking", "-f", "raw", "-o", str(out)]
     spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.5)
     load()
@@ -838,7 +846,14 @@ def _frame(text: str) -> str:
     return f"{match.group('func')} ({path})"
 
 
+_ENTRY = re.compile(r"\(ferry/(cli/|serving/server\.py)")  # on every stack: no information
+
+
 def summarise_stacks(raw: str, top: int = 25) -> dict[str, Any]:
+    """Shares of the samples: per thread, per function's own time (any thread), and Ferry's
+    functions including their callees. py-spy runs with ``--threads``: a stack's first frame
+    names its thread; threads other than the event loop's are shown in brackets."""
+    threads: Counter[str] = Counter()
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
     samples = 0
@@ -846,16 +861,25 @@ def summarise_stacks(raw: str, top: int = 25) -> dict[str, Any]:
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        frames = [_frame(f) for f in stack.split(";")]
+        first, *rest = stack.split(";")
+        thread = "event loop" if "MainThread" in first else first.rpartition(": ")[2]
+        tag = "" if thread == "event loop" else f"[{thread}] "
+        frames = [_frame(f) for f in rest] or [thread]
         samples += int(count)
-        own[frames[-1]] += int(count)
-        for name in set(frames):
-            total[name] += int(count)
+        threads[thread] += int(count)
+        own[tag + frames[-1]] += int(count)
+        for name in {f for f in frames if "(ferry/" in f and not _ENTRY.search(f)}:
+            total[tag + name] += int(count)
 
     def share(counter: Counter[str]) -> list[tuple[str, float]]:
         return [(name, 100 * n / max(samples, 1)) for name, n in counter.most_common(top)]
 
-    return {"samples": samples, "self": share(own), "total": share(total)}
+    return {
+        "samples": samples,
+        "threads": share(threads),
+        "self": share(own),
+        "total": share(total),
+    }
 
 
 # --- targets and report -----------------------------------------------------------------
@@ -975,8 +999,13 @@ def markdown(run: Run) -> str:
     if run.profile:
         lines += ["", "## Where Ferry's time goes (py-spy, 1 worker, c=32)", ""]
         for label, summary in run.profile.items():
-            lines += [f"### {label}: {summary['samples']} samples of the busy threads", ""]
-            lines += ["| function (self) | % | function (total) | % |", "|---|--:|---|--:|"]
+            threads = ", ".join(f"{n} {x:.0f}%" for n, x in summary.get("threads", []))
+            threads = f" ({threads})" if threads else ""
+            lines += [f"### {label}: {summary['samples']} samples of busy threads{threads}", ""]
+            lines += [
+                "| function, own time | % | Ferry function with callees | % |",
+                "|---|--:|---|--:|",
+            ]
             for (a, x), (b, y) in zip(summary["self"], summary["total"], strict=False):
                 lines.append(f"| `{a}` | {x:.1f} | `{b}` | {y:.1f} |")
             lines.append("")
@@ -1001,6 +1030,9 @@ NOTES = [
     "prediction log): what monitoring costs at c=32.",
     f"- The {BIG_ROWS}-row target compares mean latency at concurrency 1 (one request at a "
     "time: its full cost); server CPU per request is shown as a second view of the cost.",
+    "- wrk 4 corrects its latency histogram for coordinated omission: a request slower than "
+    "twice the mean interval adds synthetic samples, so a few server stalls of ~100 ms raise "
+    "p90/p99 far above p50 even at c=1 (what clients sending at a steady rate would see).",
     "- p99 at c=32 is the most fragile number here: when other jobs take CPU (`others cores`) "
     "the server is descheduled and tails grow for every server alike.",
     "- With 2 workers the kernel spreads connections over the workers by SO_REUSEPORT hash "
@@ -1071,6 +1103,14 @@ def write(run: Run, directory: Path) -> str:
     return text
 
 
+def render(directory: Path) -> str:
+    """serving.md again from serving.json (after a change to the notes or the layout)."""
+    data = json.loads((directory / "serving.json").read_text())
+    data["points"] = [Point(**p) for p in data["points"]]
+    run = Run(**data)
+    return write(run, directory)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per point")
@@ -1084,7 +1124,13 @@ def main() -> None:
         "--only",
         help=f"comma-separated parts of {','.join(PARTS)}; results then go to the workdir",
     )
+    parser.add_argument(
+        "--render", action="store_true", help="rewrite serving.md from serving.json and stop"
+    )
     args = parser.parse_args()
+    if args.render:
+        print(render(RESULTS))
+        return
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install -y wrk")
     seconds = 5.0 if args.quick else args.duration

@@ -175,6 +175,7 @@ class Metrics:
         name, version = model.name, str(model.version)
         rows = self.batch_rows.labels(name, version)
         model.batcher.observers.append(lambda requests, batch_rows: rows.observe(batch_rows))
+        model.batcher.wait_observers.append(self.queue_wait.labels(name, version).observe)
         self.model_info.labels(name, version, name).set(1)
 
     def count_quality(self, model: str, version: str, kind: str, counts: Mapping[str, int]) -> None:

@@ -32,8 +32,8 @@ log = logging.getLogger("ferry.monitoring")
 class MonitorConfig:
     drift: DriftConfig = field(default_factory=DriftConfig)
     max_pending: int = 10_000
-    flush_interval_s: float = 0.5
-    remembered_predictions: int = 200_000
+    flush_interval_s: float = 0.1  # small batches: the worker thread holds the GIL briefly
+    remembered_predictions: int = 100_000
     feedback_window: int = 1000
 
 
@@ -67,6 +67,9 @@ class Monitor:
     def on_request(self, protocol: str, model: str, status: str, seconds: float) -> None:
         self.metrics.requests.labels(model, protocol, status).inc()
         self.metrics.latency.labels(model, protocol).observe(seconds)
+
+    def on_in_flight(self, model: str, change: int) -> None:
+        self.metrics.in_flight.labels(model).inc(change)
 
     def on_load(self, event: LoadEvent) -> None:
         self.metrics.loads.labels(event.name, "ok" if event.ok else "failed").inc()

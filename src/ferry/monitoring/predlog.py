@@ -3,7 +3,7 @@
 Rows go to rotating JSON-lines files under one directory per model: a file is closed at
 ``max_file_bytes`` and the oldest files are deleted beyond ``max_files``, so disk use is bounded.
 Writes happen in the monitor's background loop; what is lost on a crash is at most the rows
-buffered since the last flush (one flush interval, 0.5 s by default).
+buffered since the last flush (one flush interval, 0.1 s by default).
 """
 
 from __future__ import annotations

@@ -70,6 +70,7 @@ class Batcher:
         self._carry: _Pending | None = None  # a request that did not fit the last batch
         self._forming: list[_Pending] = []
         self.busy = False  # the worker is forming or running a batch
+        self.wait_observers: list[Callable[[float], None]] = []  # seconds each request queued
 
     def calibrate(self, feeds: Feeds) -> None:
         """Decide between inline and threaded graph calls from a measured call."""
@@ -187,6 +188,11 @@ class Batcher:
             self.busy = False
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
+        if self.wait_observers:
+            now = time.perf_counter()
+            for pending in batch:
+                for observe in self.wait_observers:
+                    observe(now - pending.queued_at)
         try:
             outputs = await self._call(concat([p.feeds for p in batch]))
         except Exception as exc:

@@ -52,6 +52,7 @@ class DataPlane:
         self.draining = False
         self.on_infer: list[Callable[[InferResult], None]] = []
         self.on_request: list[RequestHook] = []
+        self.on_in_flight: list[Callable[[str, int], None]] = []  # model, +1 / -1
         # Monitoring plugs these in at the entry point; serving does not import monitoring.
         self.feedback_handler: Callable[[str, list[dict[str, Any]]], dict[str, int]] | None = None
         self.scraper: Callable[[], tuple[bytes, str]] | None = None
@@ -123,6 +124,10 @@ class DataPlane:
     def _notify(self, result: InferResult) -> None:
         for hook in self.on_infer:
             hook(result)
+
+    def observe_in_flight(self, model: str, change: int) -> None:
+        for hook in self.on_in_flight:
+            hook(model, change)
 
     def observe_request(self, protocol: str, model: str, status: str, seconds: float) -> None:
         for hook in self.on_request:

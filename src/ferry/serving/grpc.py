@@ -354,12 +354,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         started = time.perf_counter()
         status = "OK"
+        self.plane.observe_in_flight(request.model_name, 1)
         try:
             return await self._infer(request, context)
         except BaseException:
             status = _status_name(context)
             raise
         finally:
+            self.plane.observe_in_flight(request.model_name, -1)
             self.plane.observe_request(
                 "grpc", request.model_name, status, time.perf_counter() - started
             )

@@ -240,6 +240,7 @@ class RequestMetrics:
             return
         started = time.perf_counter()
         status = ["500"]
+        self.plane.observe_in_flight(model, 1)
 
         async def send_status(message: Any) -> None:
             if message["type"] == "http.response.start":
@@ -249,6 +250,7 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, send_status)
         finally:
+            self.plane.observe_in_flight(model, -1)
             self.plane.observe_request("rest", model, status[0], time.perf_counter() - started)
 
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -130,6 +132,7 @@ class FerryServer:
         monitor = Monitor(metrics, MonitorConfig(drift=drift), log_store)
         self.plane.on_infer.append(monitor.on_infer)
         self.plane.on_request.append(monitor.on_request)
+        self.plane.on_in_flight.append(monitor.on_in_flight)
         self.plane.feedback_handler = monitor.add_feedback
         self.plane.scraper = lambda: scrape(metrics)
         self.pool.listeners.append(monitor.on_load)
@@ -188,6 +191,9 @@ class FerryServer:
             for ref in self.config.refs:
                 await self.pool.add(ref)
             self.pool.starting = False
+            # Everything loaded so far lives as long as the process: keep it out of the
+            # collector's scans, which otherwise pause every request (REFERENCES.md: BentoML).
+            gc.freeze()
             if shared:
                 # A worker takes connections from the shared socket only once its models are
                 # loaded: the kernel gives a connection to whichever worker accepts, and one
@@ -270,6 +276,11 @@ def bind_http(host: str, port: int) -> socket.socket:
 
 def _serve(config: ServeConfig, sock: socket.socket | None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # Fewer, larger young-generation collections: a request allocates a few hundred objects,
+    # and the default threshold (700) would collect several times per request burst.
+    gc.set_threshold(50_000, 20, 100)
+    # The monitor's worker thread shares the GIL with the event loop: hand it back sooner.
+    sys.setswitchinterval(0.001)
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     import uvloop
 

@@ -21,6 +21,9 @@ def attach(plane: Any, tmp_path: Path, **config: Any) -> Monitor:
     monitor = Monitor(metrics, MonitorConfig(**config), log)
     plane.on_infer.append(monitor.on_infer)
     plane.on_request.append(monitor.on_request)
+    plane.on_in_flight.append(monitor.on_in_flight)
+    for model in plane.pool.loaded.values():
+        metrics.watch_model(model)
     plane.feedback_handler = monitor.add_feedback
     plane.scraper = lambda: scrape(metrics)
     return monitor
@@ -96,6 +99,8 @@ async def test_request_metrics_and_bounded_queue(serve: Any, fraud: Any, tmp_pat
         assert series(text, "ferry_serving_requests_total", status="200") == 5.0
         assert series(text, "ferry_serving_requests_total", status="400") == 1.0
         assert series(text, "ferry_log_dropped_rows_total", model="fraud") == 150.0
+        assert series(text, "ferry_serving_in_flight_requests", model="fraud") == 0.0
+        assert series(text, "ferry_batching_batch_rows_count", model="fraud") == 5.0
         await monitor.flush()
         assert (
             series(
