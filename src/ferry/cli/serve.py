@@ -70,6 +70,11 @@ def serve_command(
     ),
     sample_rate: float = typer.Option(1.0, min=0, max=1, help="Share of rows logged."),
     drift_window: int = typer.Option(500, min=10, help="Rows per drift test window."),
+    log_url: str | None = typer.Option(
+        None,
+        envvar="FERRY_PREDICTION_LOG_URL",
+        help="Prediction log in a database (postgresql://...) instead of local files.",
+    ),
 ) -> None:
     """Serve models over Open Inference Protocol V2 (REST and gRPC)."""
     from ferry.serving.server import ServeConfig, run
@@ -103,6 +108,7 @@ def serve_command(
         log_dir=Path(settings.home) / "predictions",
         sample_rate=sample_rate,
         drift_window=drift_window,
+        log_url=log_url,
         spec=load_spec(spec) if spec else None,
         webhook_url=webhook_url,
     )

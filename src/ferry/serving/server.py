@@ -66,6 +66,7 @@ class ServeConfig:
     log_dir: Path | None = Path(".ferry/predictions")
     sample_rate: float = 1.0
     drift_window: int = 500
+    log_url: str | None = None  # SQLAlchemy URL of a database prediction log
     spec: Spec | None = None  # ferry.yaml (`ferry serve --spec`): its monitoring section's alerts
     webhook_url: str | None = None  # overrides spec.monitoring.webhook_url
 
@@ -120,11 +121,15 @@ class FerryServer:
         from ferry.monitoring.predlog import LogConfig, PredictionLog
 
         metrics = Metrics()
-        log_store = None
-        if self.config.log_dir is not None:
-            rate = self.config.sample_rate
-            if self.config.spec is not None:
-                rate = min(rate, self.config.spec.monitoring.sample_rate)
+        rate = self.config.sample_rate
+        if self.config.spec is not None:
+            rate = min(rate, self.config.spec.monitoring.sample_rate)
+        log_store: Any = None
+        if self.config.log_url:  # a database shared by every replica
+            from ferry.monitoring.predlog_sql import SqlPredictionLog
+
+            log_store = SqlPredictionLog(self.config.log_url, rate)
+        elif self.config.log_dir is not None:
             log_store = PredictionLog(LogConfig(self.config.log_dir, rate))
         drift = DriftConfig(window=self.config.drift_window)
         if self.config.spec is not None:  # the spec's monitoring section wins over the defaults

@@ -1,0 +1,82 @@
+"""The prediction log in a database (PostgreSQL for several replicas; SQLite works too).
+
+Same interface as the file log (``write``, ``read``, ``sampled``): one row per served row,
+the whole log row as JSON, indexed by model and time. Writes are one multi-row INSERT per
+flush, from the monitor's worker thread.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from ferry.core.refs import check_name
+from ferry.registry.sql import normalize_url
+
+_metadata = sa.MetaData()
+predictions = sa.Table(
+    "ferry_predictions",
+    _metadata,
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("id", sa.String(200), nullable=False),
+    sa.Column("model", sa.String(128), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("time", sa.Float, nullable=False),
+    sa.Column("row", sa.Text, nullable=False),
+    sa.Index("ix_ferry_predictions_model_time", "model", "time"),
+)
+
+
+class SqlPredictionLog:
+    def __init__(self, url: str, sample_rate: float = 1.0) -> None:
+        # The registry's URL rules: plain postgresql:// uses psycopg 3, sqlite paths work.
+        parsed = normalize_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = sa.create_engine(parsed, pool_pre_ping=True)
+        _metadata.create_all(self.engine, checkfirst=True)
+        self.sample_rate = sample_rate
+        self.random = random.Random(0)
+
+    def sampled(self) -> bool:
+        return self.sample_rate >= 1.0 or self.random.random() < self.sample_rate
+
+    def write(self, model: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        check_name(model)
+        values = [
+            {
+                "id": str(r["id"]),
+                "model": model,
+                "version": int(r["version"]),
+                "time": float(r["time"]),
+                "row": orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY).decode(),
+            }
+            for r in rows
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(predictions.insert(), values)
+
+    def read(self, model: str, since: float = 0.0) -> Iterator[dict[str, Any]]:
+        query = (
+            sa.select(predictions.c.row)
+            .where(predictions.c.model == check_name(model), predictions.c.time >= since)
+            .order_by(predictions.c.time, predictions.c.seq)
+        )
+        with self.engine.connect() as conn:
+            for (text,) in conn.execute(query):
+                yield orjson.loads(text)
+
+    def close(self) -> None:
+        self.engine.dispose()
