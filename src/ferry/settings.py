@@ -21,6 +21,9 @@ class Settings(BaseSettings):
         description="fsspec URL of the artifact store; default a directory under FERRY_HOME.",
     )
     actor: str | None = Field(default=None, description="Who is recorded in registry events.")
+    prediction_log_url: str | None = Field(
+        default=None, description="Database for the prediction log (several replicas)."
+    )
     predict_tokens: str = Field(
         default="", description="Comma-separated bearer tokens for inference (empty: open)."
     )

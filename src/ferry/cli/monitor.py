@@ -17,7 +17,7 @@ from ferry.settings import Settings
 
 if TYPE_CHECKING:
     from ferry.monitoring.feedback import FeedbackWindow
-    from ferry.monitoring.predlog import PredictionLog
+    from ferry.monitoring.predlog import PredictionStore
 
 monitor_app = typer.Typer(
     help="Alert rules and late labels for served models.",
@@ -71,16 +71,17 @@ def feedback_command(
         counts = post_labels(url, model, items, token)
         _print_counts(counts["matched"], counts["unknown"])
         return
-    from ferry.monitoring.predlog import LogConfig, PredictionLog
+    from ferry.monitoring.predlog import open_store
 
     settings = Settings(home=home) if home is not None else Settings()
     directory = settings.home / "predictions"
-    if not (directory / model).is_dir():
+    if not settings.prediction_log_url and not (directory / model).is_dir():
         raise DataError(
             f"no prediction log for model {model!r} under {directory}: serve it with monitoring "
             "on (the default), or pass --home with the FERRY_HOME it was served from"
         )
-    windows, unknown = join_labels(PredictionLog(LogConfig(directory)), model, items)
+    store = open_store(directory, settings.prediction_log_url)
+    windows, unknown = join_labels(store, model, items)
     _print_counts(sum(len(w.pairs) for w in windows.values()), unknown)
     if windows:
         console.print(_quality_table(windows))
@@ -123,7 +124,7 @@ def _json_labels(path: Path) -> list[dict[str, Any]]:
 
 
 def join_labels(
-    log: PredictionLog, model: str, items: list[dict[str, Any]]
+    log: PredictionStore, model: str, items: list[dict[str, Any]]
 ) -> tuple[dict[int, FeedbackWindow], int]:
     """Quality per model version from the labels whose ids were logged; and the unknown count."""
     from ferry.monitoring.feedback import FeedbackWindow

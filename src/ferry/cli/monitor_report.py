@@ -21,7 +21,7 @@ from ferry.settings import Settings
 
 if TYPE_CHECKING:  # matplotlib, numpy and SQLAlchemy load only when a report is built
     from ferry.core.bundle import BundleManifest
-    from ferry.monitoring.predlog import PredictionLog
+    from ferry.monitoring.predlog import PredictionStore
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _SINCE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -54,13 +54,13 @@ def read_labels(path: Path) -> dict[str, str]:
         return {row["id"]: row["label"] for row in reader if row["id"]}
 
 
-def _versions(log: PredictionLog, model: str, since: float) -> Counter[int]:
+def _versions(log: PredictionStore, model: str, since: float) -> Counter[int]:
     # A first pass over the log, then ``_rows`` a second: twice the parsing, but the rows of a
     # long period are never all held in memory at once.
     return Counter(int(row.get("version", 0)) for row in log.read(model, since=since))
 
 
-def _rows(log: PredictionLog, model: str, since: float, version: int) -> Iterator[dict[str, Any]]:
+def _rows(log: PredictionStore, model: str, since: float, version: int) -> Iterator[dict[str, Any]]:
     return (row for row in log.read(model, since=since) if int(row.get("version", 0)) == version)
 
 
@@ -127,13 +127,13 @@ def report_command(
     Drift per feature (test, p-value, PSI) with its distribution against the training data,
     prediction drift, drift and quality over time, and data-quality counts.
     """
-    from ferry.monitoring.predlog import LogConfig, PredictionLog
+    from ferry.monitoring.predlog import open_store
     from ferry.monitoring.report import build_monitor_report
 
     start = time.time() - parse_since(since)
     truth = read_labels(labels) if labels is not None else None
     settings = Settings()
-    log = PredictionLog(LogConfig(settings.home / "predictions"))
+    log = open_store(settings.home / "predictions", settings.prediction_log_url)
     chosen = _choose_version(_versions(log, model, start), model, since, version)
     manifest = _manifest(settings, model, chosen)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

@@ -20,7 +20,7 @@ import numpy as np
 from ferry.monitoring.drift import PREDICTION, DriftConfig, DriftDetector, WindowDrift
 from ferry.monitoring.feedback import FeedbackWindow
 from ferry.monitoring.metrics import Metrics
-from ferry.monitoring.predlog import PredictionLog
+from ferry.monitoring.predlog import PredictionStore
 from ferry.serving.dataplane import InferResult
 from ferry.serving.inputs import concat
 from ferry.serving.pool import LoadEvent
@@ -42,7 +42,7 @@ class Monitor:
         self,
         metrics: Metrics,
         config: MonitorConfig | None = None,
-        predictions: PredictionLog | None = None,
+        predictions: PredictionStore | None = None,
     ) -> None:
         self.metrics, self.config, self.predictions = (
             metrics,

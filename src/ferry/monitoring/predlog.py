@@ -13,11 +13,32 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from ferry.core.refs import check_name
+
+
+class PredictionStore(Protocol):
+    """What the monitor writes to and the CLI reads from: files or a database."""
+
+    def sampled(self) -> bool: ...
+
+    def write(self, model: str, rows: list[dict[str, Any]]) -> None: ...
+
+    def read(self, model: str, since: float = 0.0) -> Iterator[dict[str, Any]]: ...
+
+
+def open_store(
+    directory: Path, url: str | None = None, sample_rate: float = 1.0
+) -> PredictionStore:
+    """The database log when a URL is given (several replicas), else the file log."""
+    if url:
+        from ferry.monitoring.predlog_sql import SqlPredictionLog
+
+        return SqlPredictionLog(url, sample_rate)
+    return PredictionLog(LogConfig(directory, sample_rate))
 
 
 @dataclass(frozen=True)

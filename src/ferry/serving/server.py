@@ -118,19 +118,17 @@ class FerryServer:
         from ferry.monitoring.drift import DriftConfig
         from ferry.monitoring.metrics import Metrics, scrape
         from ferry.monitoring.monitor import Monitor, MonitorConfig
-        from ferry.monitoring.predlog import LogConfig, PredictionLog
+        from ferry.monitoring.predlog import open_store
 
         metrics = Metrics()
         rate = self.config.sample_rate
         if self.config.spec is not None:
             rate = min(rate, self.config.spec.monitoring.sample_rate)
-        log_store: Any = None
-        if self.config.log_url:  # a database shared by every replica
-            from ferry.monitoring.predlog_sql import SqlPredictionLog
-
-            log_store = SqlPredictionLog(self.config.log_url, rate)
-        elif self.config.log_dir is not None:
-            log_store = PredictionLog(LogConfig(self.config.log_dir, rate))
+        log_store = None
+        if self.config.log_url or self.config.log_dir is not None:
+            # A database shared by every replica when log_url is set, else local files.
+            directory = self.config.log_dir or Path(".ferry/predictions")
+            log_store = open_store(directory, self.config.log_url, rate)
         drift = DriftConfig(window=self.config.drift_window)
         if self.config.spec is not None:  # the spec's monitoring section wins over the defaults
             drift = DriftConfig(**self.config.spec.monitoring.drift.model_dump())

@@ -40,3 +40,20 @@ def test_sampling_rate_is_honoured(registry_url: str) -> None:
     log = SqlPredictionLog(registry_url, sample_rate=0.25)
     kept = sum(log.sampled() for _ in range(4000))
     assert 850 < kept < 1150
+
+
+def test_cli_joins_labels_from_the_database_log(registry_url: str, tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from ferry.cli.monitor import monitor_app
+    from ferry.monitoring.predlog import open_store
+
+    store = open_store(tmp_path / "unused", registry_url)
+    store.write("fraud", rows("fraud", 0, 10, time.time()))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,label\n" + "".join(f"r{i},0\n" for i in range(8)) + "nope,1\n")
+    monkeypatch.setenv("FERRY_PREDICTION_LOG_URL", registry_url)
+    monkeypatch.setenv("FERRY_HOME", str(tmp_path / "home"))
+    result = CliRunner().invoke(monitor_app, ["feedback", "fraud", str(labels)])
+    assert result.exit_code == 0, result.output
+    assert "matched: 8" in result.output and "unknown: 1" in result.output
