@@ -89,8 +89,9 @@ class _Uvicorn(uvicorn.Server):
 
 
 class FerryServer:
-    def __init__(self, config: ServeConfig) -> None:
+    def __init__(self, config: ServeConfig, alerting: bool = True) -> None:
         self.config = config
+        self.alerting = alerting
         registry = None
         if config.registry_url:
             registry = open_registry(config.registry_url, config.artifacts_url or "")
@@ -142,9 +143,10 @@ class FerryServer:
         self.pool.on_model_loaded.append(metrics.watch_model)
         from ferry.monitoring.alerts import attach_alerts
 
-        self.alerts = attach_alerts(
-            self.plane, monitor, self.config.spec, webhook_url=self.config.webhook_url
-        )
+        if self.alerting:
+            self.alerts = attach_alerts(
+                self.plane, monitor, self.config.spec, webhook_url=self.config.webhook_url
+            )
         return monitor
 
     def _uvicorn(self) -> _Uvicorn:
@@ -277,7 +279,7 @@ def bind_http(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _serve(config: ServeConfig, sock: socket.socket | None) -> None:
+def _serve(config: ServeConfig, sock: socket.socket | None, alerting: bool = True) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # Fewer, larger young-generation collections: a request allocates a few hundred objects,
     # and the default threshold (700) would collect several times per request burst.
@@ -287,13 +289,16 @@ def _serve(config: ServeConfig, sock: socket.socket | None) -> None:
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     import uvloop
 
-    uvloop.run(FerryServer(config).serve(sock))
+    uvloop.run(FerryServer(config, alerting).serve(sock))
 
 
-def _worker(config: ServeConfig, sock: socket.socket | None) -> None:
-    """A child process of ``run``: it logs why it cannot serve and exits non-zero."""
+def _worker(config: ServeConfig, sock: socket.socket | None, index: int) -> None:
+    """A child process of ``run``: it logs why it cannot serve and exits non-zero.
+
+    Only the first worker evaluates alerts, on its share of the traffic (a sample of it):
+    one engine per server, so each alert is posted and recorded once."""
     try:
-        _serve(config, sock)
+        _serve(config, sock, alerting=index == 0)
     except FerryError as exc:
         log.error("cannot serve: %s", exc)
         raise SystemExit(2) from None
@@ -320,8 +325,8 @@ def run(config: ServeConfig) -> int:
     metrics_dir = _multiprocess_metrics_dir()
     context = multiprocessing.get_context("spawn")
     children = [
-        context.Process(target=_worker, args=(config, sock), daemon=False)
-        for _ in range(config.workers)
+        context.Process(target=_worker, args=(config, sock, index), daemon=False)
+        for index in range(config.workers)
     ]
     for child in children:
         child.start()
