@@ -175,15 +175,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         return response
 
 
-async def render(directory: Path) -> str:
-    """serving.md again from serving.json (after a change to the notes or the layout)."""
-    data = json.loads((directory / "serving.json").read_text())
-    data["points"] = [Point(**p) for p in data["points"]]
-    run = Run(**data)
-    return write(run, directory)
-
-
-def main() -> None:
+async def main() -> None:
     server = grpc.aio.server()
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(), server)
     server.add_insecure_port(f"127.0.0.1:{sys.argv[1]}")

@@ -114,7 +114,7 @@ class Batcher:
                 f"model queue is full ({self.queued_rows} rows waiting, limit "
                 f"{self.config.max_queue_rows}); retry shortly"
             )
-        if not self.config.enabled or self._idle_inline():
+        if not self.config.enabled:
             return await self._direct(feeds, rows)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outputs] = loop.create_future()
@@ -126,17 +126,6 @@ class Batcher:
             return await future
         finally:
             timer.cancel()
-
-    def _idle_inline(self) -> bool:
-        """Greedy batching of a fast graph with nothing waiting: a queue hop would only add
-        latency, since an inline call never yields and so no other request could join."""
-        return (
-            self.inline
-            and self.config.max_delay_ms == 0
-            and self.queue.empty()
-            and self._carry is None
-            and not self.busy
-        )
 
     async def _direct(self, feeds: Feeds, rows: int) -> Outputs:
         self.queued_rows += rows
