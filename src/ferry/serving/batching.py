@@ -69,7 +69,6 @@ class Batcher:
         self.observers: list[Callable[[int, float], None]] = []
         self._carry: _Pending | None = None  # a request that did not fit the last batch
         self._forming: list[_Pending] = []
-        self.busy = False  # the worker is forming or running a batch
         self.wait_observers: list[Callable[[float], None]] = []  # seconds each request queued
 
     def calibrate(self, feeds: Feeds) -> None:
@@ -145,7 +144,6 @@ class Batcher:
     async def _collect(self) -> list[_Pending]:
         first, self._carry = self._carry, None
         batch = [first or await self.queue.get()]
-        self.busy = True
         self._forming = batch  # visible to fail_all while the batch waits for more rows
         rows = batch[0].rows
         deadline = time.perf_counter() + self.config.max_delay_ms / 1000
@@ -174,7 +172,7 @@ class Batcher:
             live = [p for p in batch if not p.future.done()]
             if live:
                 await self._run_batch(live)
-            self.busy = False
+            self._forming = []
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         if self.wait_observers:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ferry.core.bundle import MODEL, BundleManifest, verify_bundle
-from ferry.core.protocol import encode_tensor
+from ferry.core.protocol import SIGNATURE_DATATYPE, encode_tensor
 from ferry.errors import SignatureError
 from ferry.serving.batching import BatchConfig, Batcher
 from ferry.serving.inputs import Feeds, InputQuality, measure_quality
@@ -107,8 +107,6 @@ class LoadedModel:
         ]
 
     def metadata(self) -> dict[str, Any]:
-        from ferry.core.protocol import SIGNATURE_DATATYPE
-
         def tensor(spec: Any) -> dict[str, Any]:
             return {
                 "name": spec.name,
