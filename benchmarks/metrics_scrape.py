@@ -10,7 +10,10 @@ feature plus the prediction, drifted share, alarm, feedback quality and labels),
 - ``multiprocess``  prometheus_client's multiprocess mode (``--workers N``): ``--workers``
                     worker processes fill the series and exit, leaving their ``*.db`` files in
                     a fresh ``PROMETHEUS_MULTIPROC_DIR``; a third process, started with that
-                    variable set before prometheus_client is imported, times the merged scrape.
+                    variable set before prometheus_client is imported, times the merged scrape
+                    (``ferry.monitoring.multiproc``); another one times prometheus_client's own
+                    ``MultiProcessCollector`` + ``generate_latest`` on the same files, what
+                    ``scrape`` used before.
 
 The reference, measured in the same run and mode, is scraping an empty catalogue: ``Metrics()``
 with no series (single) or an empty multiprocess dir (multiprocess). Results go to
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import hashlib
 import io
 import json
 import os
@@ -215,7 +219,7 @@ def _child(role: str, env: dict[str, str], args: argparse.Namespace, seed: int =
     return done.stdout
 
 
-def measure_multiprocess(args: argparse.Namespace) -> dict[str, Any]:
+def measure_multiprocess(args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="ferry-scrape-") as root:
         full, empty = Path(root) / "full", Path(root) / "empty"
         full.mkdir()
@@ -224,13 +228,17 @@ def measure_multiprocess(args: argparse.Namespace) -> dict[str, Any]:
         for worker in range(args.workers):
             _child("worker", env, args, seed=worker)
         files = sorted(p.name for p in full.iterdir())
-        result = json.loads(_child("scraper", env, args))
-        result.update(
-            mode=f"multiprocess ({args.workers} workers)",
-            files=len(files),
-            dir_bytes=sum((full / f).stat().st_size for f in files),
-        )
-    return result
+        dir_bytes = sum((full / f).stat().st_size for f in files)
+        ours = json.loads(_child("scraper", env, args))
+        theirs = json.loads(_child("library-scraper", env, args))
+    ours.update(
+        mode=f"multiprocess ({args.workers} workers)",
+        files=len(files),
+        dir_bytes=dir_bytes,
+    )
+    theirs["mode"] = f"multiprocess ({args.workers} workers), prometheus_client's collector"
+    ours["same_text_as_library"] = ours["sha256"] == theirs["sha256"]
+    return [ours, theirs]
 
 
 def run_worker(args: argparse.Namespace) -> None:
@@ -242,30 +250,58 @@ def run_worker(args: argparse.Namespace) -> None:
 
 def run_scraper(args: argparse.Namespace) -> None:
     """Times the merged scrape of ``--dir``; the reference scrapes an empty dir."""
-    from prometheus_client import multiprocess
-
     from ferry.monitoring.metrics import Metrics, scrape
+    from ferry.monitoring.multiproc import DirectoryScraper
 
     metrics = Metrics()  # what a worker's scrape() receives; the files hold the series
-    merge = multiprocess.MultiProcessCollector(None, path=args.dir)
-    empty = Path(args.dir).parent / "empty"
+    merge = DirectoryScraper(args.dir).merge
+    scrape_dir = _dir_scrape(lambda: scrape(metrics)[0])
+    _time_scrapes(args, scrape_dir, merge)
 
-    def scrape_dir(directory: Path) -> Callable[[], Any]:
-        def call() -> Any:
+
+def run_library_scraper(args: argparse.Namespace) -> None:
+    """The same with prometheus_client's ``MultiProcessCollector`` and ``generate_latest``."""
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    def library_scrape() -> bytes:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+
+    collector = multiprocess.MultiProcessCollector(None, path=args.dir)
+    _time_scrapes(
+        args, _dir_scrape(library_scrape), lambda: [m.samples for m in collector.collect()]
+    )
+
+
+def _dir_scrape(scrape: Callable[[], bytes]) -> Callable[[Path], Callable[[], bytes]]:
+    def scrape_dir(directory: Path) -> Callable[[], bytes]:
+        def call() -> bytes:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
-            return scrape(metrics)
+            return scrape()
 
         return call
 
-    text, _ = scrape_dir(Path(args.dir))()
+    return scrape_dir
+
+
+def _time_scrapes(
+    args: argparse.Namespace,
+    scrape_dir: Callable[[Path], Callable[[], bytes]],
+    merge: Callable[[], Any],
+) -> None:
+    """Times ``scrape_dir`` of ``--dir`` and, as the reference, of an empty dir."""
+    empty = Path(args.dir).parent / "empty"
+    text = scrape_dir(Path(args.dir))()
     result = {
+        "sha256": hashlib.sha256(text).hexdigest(),
         "samples": series_count(text),
         "bytes": len(text),
         "families": families(text),
         "reference": timed(scrape_dir(empty), args.scrapes),
         "populated": timed(scrape_dir(Path(args.dir)), args.scrapes),
         # Only reading and merging the workers' files (no text).
-        "collect": timed(lambda: [m.samples for m in merge.collect()], args.scrapes),
+        "collect": timed(merge, args.scrapes),
     }
     if args.profile:
         result["profile"] = hottest(scrape_dir(Path(args.dir)))
@@ -280,7 +316,19 @@ def machine() -> dict[str, Any]:
         "loadavg": Path("/proc/loadavg").read_text().split()[:3],
         "python": platform.python_version(),
         "prometheus_client": package_version("prometheus-client"),
+        "speed_ms": python_speed(),
     }
+
+
+def python_speed() -> float:
+    """CPU ms of a fixed pure-Python loop (best of 5): this shared machine's speed varies by
+    several times from one hour to the next, and runs are only comparable at a like speed."""
+    best = float("inf")
+    for _ in range(5):
+        started = time.thread_time()
+        sum(i * i for i in range(200_000))
+        best = min(best, time.thread_time() - started)
+    return best * 1000
 
 
 def verdict(result: dict[str, Any]) -> str:
@@ -297,7 +345,8 @@ def markdown(args: argparse.Namespace, info: dict[str, Any], results: list[dict[
         "",
         f"{info['date']}; {info['cpus']} CPUs (load average {' '.join(info['loadavg'])} at the "
         f"start, {' '.join(info['loadavg_end'])} at the end); Python {info['python']}, "
-        f"prometheus_client {info['prometheus_client']}.",
+        f"prometheus_client {info['prometheus_client']}. Machine speed: a fixed Python loop "
+        f"took {info['speed_ms']:.1f} CPU ms (lower is faster).",
         f"{args.models} models x {args.features} features, {args.scrapes} timed scrapes after "
         f"{WARMUP} warm-up ones. Target: p99 under {TARGET_MS:.0f} ms. Reference: the same "
         "mode's scrape of an empty catalogue (no series), measured in the same run. CPU ms: "
@@ -320,7 +369,12 @@ def markdown(args: argparse.Namespace, info: dict[str, Any], results: list[dict[
         )
     for r in results:
         if "files" in r:
-            lines += ["", f"Multiprocess dir: {r['files']} files, {r['dir_bytes']:,} bytes."]
+            same = "the same" if r["same_text_as_library"] else "NOT the same"
+            lines += [
+                "",
+                f"Multiprocess dir: {r['files']} files, {r['dir_bytes']:,} bytes. Ferry's merged "
+                f"text is {same} bytes as prometheus_client's collector's.",
+            ]
     lines += [
         "",
         "## Samples per family",
@@ -360,7 +414,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="simulated worker processes")
     parser.add_argument("--profile", action="store_true", help="add the hottest functions")
     parser.add_argument("--no-write", action="store_true", help="print only")
-    parser.add_argument("--role", choices=("main", "single", "worker", "scraper"), default="main")
+    roles = ("main", "single", "worker", "scraper", "library-scraper")
+    parser.add_argument("--role", choices=roles, default="main")
     parser.add_argument("--dir", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -374,11 +429,13 @@ def main() -> None:
         return run_worker(args)
     if args.role == "scraper":
         return run_scraper(args)
+    if args.role == "library-scraper":
+        return run_library_scraper(args)
     info = machine()
     results = [
         measure_single(args, created=True),
         measure_single(args, created=False),
-        measure_multiprocess(args),
+        *measure_multiprocess(args),
     ]
     info["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     report = markdown(args, info, results)

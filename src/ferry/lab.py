@@ -6,6 +6,7 @@ that ``training`` and ``export`` do not import each other.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ferry.core.bundle import BundleManifest, Lineage, Metrics, write_bundle
-from ferry.core.signature import Signature
+from ferry.core.signature import MISSING_CATEGORY, Signature
 from ferry.core.spec import Spec
 from ferry.data.load import fingerprint, load_dataset
 from ferry.data.quality import QualityReport, check_quality
@@ -56,6 +57,16 @@ class SilentObserver:
         return None
 
 
+@dataclass(frozen=True)
+class ExtraData:
+    """Rows added to the training split only (retraining: labelled production rows), so the
+    validation and test splits stay those of the spec's data and versions compare on them."""
+
+    frame: pd.DataFrame
+    fingerprint: str
+    parent_version: int | None = None
+
+
 @dataclass
 class Prepared:
     split: Split
@@ -65,6 +76,7 @@ class Prepared:
     quality: QualityReport
     fingerprint: str
     rows: int
+    extra: ExtraData | None = None
 
 
 @dataclass
@@ -78,9 +90,10 @@ class TrainOutcome:
     report: ReportPaths
     version: ModelVersion | None
     gates_passed: bool
+    prepared: Prepared | None = None
 
 
-def prepare(spec: Spec) -> Prepared:
+def prepare(spec: Spec, extra: ExtraData | None = None) -> Prepared:
     frame = load_dataset(spec.data.source, rows=spec.data.rows, seed=spec.split.seed)
     target = spec.data.target
     if target not in frame.columns:
@@ -107,10 +120,43 @@ def prepare(spec: Spec) -> Prepared:
             "no usable feature columns: every column is the target, dropped, "
             "sensitive, id-like or free text; check data.drop and data.sensitive"
         )
+    if extra is not None and len(extra.frame):
+        needed = [target, *(c for columns in kinds.values() for c in columns)]
+        split = _with_extra_training_rows(split, frame, extra.frame, needed)
     layout = plan_layout(
         split.train, {str(k): v for k, v in kinds.items()}, spec.features.max_categories
     )
-    return Prepared(split, layout, labels, task, quality, fingerprint(frame), len(frame))
+    return Prepared(split, layout, labels, task, quality, fingerprint(frame), len(frame), extra)
+
+
+def _with_extra_training_rows(
+    split: Split, frame: pd.DataFrame, extra: pd.DataFrame, needed: list[str]
+) -> Split:
+    missing = [c for c in needed if c not in extra.columns]
+    if missing:
+        raise DataError(
+            f"the added training rows lack column(s) {missing} that the model is trained on; "
+            "they come from the prediction log and late labels of a model with these inputs"
+        )
+    # Columns the model does not take (ids, sensitive columns) are not logged: left empty.
+    added = pd.DataFrame({c: _conform(extra[c], frame[c]) for c in needed})
+    train = pd.concat([split.train, added], ignore_index=True)
+    return dataclasses.replace(split, train=train)
+
+
+def _conform(values: pd.Series, like: pd.Series) -> pd.Series:
+    """Logged values (graph types: epoch seconds, 0/1, ``__missing__``) as the spec's column."""
+    if pd.api.types.is_datetime64_any_dtype(like.dtype):
+        if pd.api.types.is_numeric_dtype(values):
+            values = pd.to_datetime(values, unit="s", utc=True)
+        stamps = pd.to_datetime(values, utc=True, errors="coerce")
+        zone = getattr(like.dtype, "tz", None)
+        return stamps.dt.tz_convert(zone) if zone is not None else stamps.dt.tz_localize(None)
+    if pd.api.types.is_bool_dtype(like.dtype) and not values.isna().any():
+        return pd.to_numeric(values, errors="coerce").fillna(0).astype(bool)
+    if pd.api.types.is_numeric_dtype(like.dtype):
+        return pd.to_numeric(values, errors="coerce")
+    return values.where(values != MISSING_CATEGORY, None)
 
 
 def _stop_on_quality_errors(spec: Spec, quality: QualityReport) -> None:
@@ -146,14 +192,20 @@ def encode_target(values: pd.Series, labels: list[str] | None) -> np.ndarray:
     return np.asarray([index[str(v)] for v in values], dtype=np.int64)
 
 
-def run_search(spec: Spec, prep: Prepared, observer: Observer) -> SearchResult:
+def run_search(
+    spec: Spec, prep: Prepared, observer: Observer, *, dask_address: str | None = None
+) -> SearchResult:
+    """Search here, or with ``dask_address`` fit the trials' folds on that Dask cluster."""
     typed = model_frame(prep.split.train, prep.layout)
     target = encode_target(prep.split.train[spec.data.target], prep.labels)
     probe = CandidateProbe(prep.layout, prep.task, len(prep.labels or []), typed)
-    search = Search(
-        spec, prep.layout, typed, target, measure=probe, on_trial=observer.trial, labels=prep.labels
-    )
-    result = search.run()
+    options: dict[str, Any] = {"measure": probe, "on_trial": observer.trial, "labels": prep.labels}
+    if dask_address:
+        from ferry.distributed.search import search_on_cluster
+
+        result = search_on_cluster(dask_address, spec, prep.layout, typed, target, **options)
+    else:
+        result = Search(spec, prep.layout, typed, target, **options).run()
     if result.best is None:
         raise BudgetError(_no_candidate_message(spec, result))
     return result
@@ -284,6 +336,9 @@ def export(
             spec_hash=spec.spec_hash(),
             data_fingerprint=prep.fingerprint,
             data_rows=prep.rows,
+            parent_version=prep.extra.parent_version if prep.extra else None,
+            production_rows=len(prep.extra.frame) if prep.extra else None,
+            production_fingerprint=prep.extra.fingerprint if prep.extra else None,
             estimator=type(model.steps[-1][1]).__name__,
             params=result.best.row(1)["params"],
             libraries=library_versions(),
@@ -329,12 +384,15 @@ def train(
     registry: Registry | None = None,
     actor: str = "ferry",
     observer: Observer | None = None,
+    extra: ExtraData | None = None,
+    reason: str | None = None,
+    dask_address: str | None = None,
 ) -> TrainOutcome:
     observer = observer or SilentObserver()
     observer.stage("loading and checking data")
-    prep = prepare(spec)
+    prep = prepare(spec, extra)
     observer.stage(f"searching {', '.join(spec.search.families)}")
-    result = run_search(spec, prep, observer)
+    result = run_search(spec, prep, observer, dask_address=dask_address)
     observer.stage("fitting the chosen model")
     model = fit_best(spec, prep, result)
     observer.stage("evaluating on the test set")
@@ -359,8 +417,17 @@ def train(
             spec.name,
             run_dir / "bundle",
             actor=actor,
-            reason=f"ferry train ({result.best.family if result.best else ''})",
+            reason=reason or f"ferry train ({result.best.family if result.best else ''})",
         )
     return TrainOutcome(
-        spec, run_dir, run_dir / "bundle", manifest, result, evaluation, report, version, passed
+        spec,
+        run_dir,
+        run_dir / "bundle",
+        manifest,
+        result,
+        evaluation,
+        report,
+        version,
+        passed,
+        prep,
     )

@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 # Each listing names its commands with the first line of their description.
 LISTINGS = {
     (): {
-        "quickstart": "Run the whole lab half on builtin:fraud",
+        "quickstart": "The whole loop on builtin:fraud",
+        "retrain": "Train a challenger on the spec's data",
         "init": "Write a commented ferry.yaml",
         "train": "Search, train, evaluate, export and register",
         "data": "Look at data before training on it.",
@@ -25,12 +26,14 @@ LISTINGS = {
         "alias": "Point an alias at a version",
         "unalias": "Remove an alias.",
         "events": "Show what changed, who changed it",
+        "rollback": "Move an alias back to the version",
     },
 }
 
 # command -> words its own help page must contain (description and options)
 COMMANDS = {
-    ("quickstart",): ["builtin:fraud", "alias it production", "--time-budget"],
+    ("quickstart",): ["builtin:fraud", "canary, promote", "--time-budget", "--no-serve"],
+    ("retrain",): ["gate it against", "--spec", "--trigger", "--observe", "--no-rollout"],
     ("init",): ["Write a commented ferry.yaml", "--source", "--target", "--output", "--force"],
     ("train",): ["Search, train, evaluate, export and register", "--alias", "--time-budget"],
     ("data",): ["Look at data before training on it.", "inspect", "Infer the schema"],

@@ -29,7 +29,17 @@ def _root(
 
 def _register_groups() -> None:
     # Imported here so `ferry --help` stays fast and a missing extra only breaks its own group.
-    from ferry.cli import data, monitor, monitor_report, registry, serve, train
+    from ferry.cli import (
+        data,
+        monitor,
+        monitor_report,
+        predict,
+        quickstart,
+        registry,
+        retrain,
+        serve,
+        train,
+    )
 
     app.add_typer(data.data_app, name="data")
     app.add_typer(registry.registry_app, name="registry")
@@ -37,6 +47,9 @@ def _register_groups() -> None:
     monitor_report.register(monitor.monitor_app)
     train.register(app)
     serve.register(app)
+    predict.register(app)
+    retrain.register(app)
+    quickstart.register(app)
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +83,9 @@ def feedback_command(
         )
     store = open_store(directory, settings.prediction_log_url)
     windows, unknown = join_labels(store, model, items)
+    # Stored too, so `ferry retrain` can train on these rows as on labels sent to a server.
+    now = time.time()
+    store.write_labels(model, [{"id": i["id"], "time": now, "label": i["label"]} for i in items])
     _print_counts(sum(len(w.pairs) for w in windows.values()), unknown)
     if windows:
         console.print(_quality_table(windows))
@@ -134,6 +138,8 @@ def join_labels(
         wanted.setdefault(str(item["id"]), []).append(item["label"])
     windows: dict[int, FeedbackWindow] = {}
     for row in log.read(model):
+        if row.get("role") == "shadow":  # its answer was never returned: labels judge the primary
+            continue
         found = wanted.pop(str(row.get("id")), None)
         if found is None:
             continue

@@ -1,4 +1,4 @@
-"""``ferry registry``: list, show, register, alias, unalias and events."""
+"""``ferry registry``: list, show, register, alias, unalias, rollback and events."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from rich.table import Table
 from ferry.cli.console import console
 from ferry.core.refs import parse_ref
 from ferry.registry import Registry, open_registry
-from ferry.registry.records import Event, ModelVersion
+from ferry.registry.records import AliasTarget, Event, ModelVersion
 from ferry.settings import Settings
 
 registry_app = typer.Typer(
@@ -41,6 +41,10 @@ def _when(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _link(alias: str, version: int, weight: float | None) -> str:
+    return f"{alias} -> {version}" + ("" if weight is None else f" (weight {weight:g})")
+
+
 def _metrics(metrics: dict[str, Any]) -> str:
     # Test metrics are the honest estimate; cross-validated ones stand in when there are none.
     chosen = metrics.get("test") or metrics.get("cv") or {}
@@ -57,7 +61,10 @@ def list_models() -> None:
         return
     table = Table("model", "latest", "aliases", "updated")
     for item in summaries:
-        links = ", ".join(f"{alias} -> {v}" for alias, v in item["aliases"].items())
+        weights = item.get("weights", {})
+        links = ", ".join(
+            _link(alias, v, weights.get(alias)) for alias, v in item["aliases"].items()
+        )
         table.add_row(item["name"], str(item["latest_version"]), links, _when(item["updated_at"]))
     console.print(table)
 
@@ -70,27 +77,40 @@ def show(
     parsed = parse_ref(ref)
     with _session() as (registry, _):
         if parsed.version is None and parsed.alias is None:
-            _print_versions(parsed.name, registry.list_versions(parsed.name))
+            versions = registry.list_versions(parsed.name)
+            _print_versions(parsed.name, versions, registry.routes(parsed.name))
         else:
-            _print_version(registry.resolve(parsed))
+            version = registry.resolve(parsed)
+            _print_version(version, registry.routes(parsed.name))
 
 
-def _print_versions(name: str, versions: list[ModelVersion]) -> None:
+def _aliases(version: ModelVersion, routes: dict[str, AliasTarget]) -> str:
+    """The version's aliases, each with its traffic weight where one is set."""
+    named = []
+    for alias in version.aliases:
+        weight = routes[alias].weight if alias in routes else None
+        named.append(alias if weight is None else f"{alias} (weight {weight:g})")
+    return ", ".join(named)
+
+
+def _print_versions(
+    name: str, versions: list[ModelVersion], routes: dict[str, AliasTarget]
+) -> None:
     table = Table("version", "created", "task", "metrics", "aliases", title=name)
     for item in versions:
-        aliases = ", ".join(item.aliases)
+        aliases = _aliases(item, routes)
         table.add_row(
             str(item.version), _when(item.created_at), item.task, _metrics(item.metrics), aliases
         )
     console.print(table)
 
 
-def _print_version(version: ModelVersion) -> None:
+def _print_version(version: ModelVersion, routes: dict[str, AliasTarget]) -> None:
     manifest = version.manifest
     table = Table("field", "value", title=version.ref, show_header=False)
     table.add_row("created", _when(version.created_at))
     table.add_row("task", version.task)
-    table.add_row("aliases", ", ".join(version.aliases) or "-")
+    table.add_row("aliases", _aliases(version, routes) or "-")
     table.add_row("metrics", _metrics(version.metrics))
     threshold = manifest.get("threshold")
     table.add_row("threshold", "-" if threshold is None else str(threshold))
@@ -127,11 +147,34 @@ def alias(
     alias_name: str = typer.Argument(..., metavar="ALIAS", help="Alias, e.g. production."),
     version: int = typer.Argument(..., help="Version the alias points at."),
     reason: str = typer.Option("", "--reason", help="Why, recorded in the event."),
+    weight: float | None = typer.Option(
+        None,
+        "--weight",
+        help="Share of traffic in (0, 1], e.g. 0.1: servers of NAME@production send it to "
+        "NAME@canary.",
+    ),
 ) -> None:
     """Point an alias at a version (moving it atomically if it exists)."""
     with _session() as (registry, actor):
-        registry.set_alias(name, alias_name, version, actor=actor, reason=reason)
-    console.print(f"{name}@{alias_name} -> {name}:{version}")
+        registry.set_alias(name, alias_name, version, actor=actor, reason=reason, weight=weight)
+    shown = "" if weight is None else f" (weight {weight:g})"
+    console.print(f"{name}@{alias_name} -> {name}:{version}{shown}")
+
+
+@registry_app.command("rollback")
+def rollback(
+    name: str = typer.Argument(..., help="Model name."),
+    alias_name: str = typer.Option("production", "--alias", help="Alias to move back."),
+    reason: str = typer.Option("", "--reason", help="Why, recorded in the event."),
+) -> None:
+    """Move an alias back to the version it pointed at before its latest move.
+
+    Running it again undoes the rollback (each rollback undoes the latest move).
+    """
+    with _session() as (registry, actor):
+        before = registry.resolve(f"{name}@{alias_name}").version
+        after = registry.rollback(name, alias_name, actor=actor, reason=reason)
+    console.print(f"{name}@{alias_name} rolled back: {name}:{before} -> {after.ref}")
 
 
 @registry_app.command("unalias")

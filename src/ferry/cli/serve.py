@@ -75,6 +75,9 @@ def serve_command(
         envvar="FERRY_PREDICTION_LOG_URL",
         help="Prediction log in a database (postgresql://...) instead of local files.",
     ),
+    retrain: bool = typer.Option(
+        False, help="Run `ferry retrain` on the --spec retraining triggers (drift, alerts, cron)."
+    ),
 ) -> None:
     """Serve models over Open Inference Protocol V2 (REST and gRPC)."""
     from ferry.serving.server import ServeConfig, run
@@ -111,7 +114,11 @@ def serve_command(
         log_url=log_url,
         spec=load_spec(spec) if spec else None,
         webhook_url=webhook_url,
+        spec_path=spec.resolve() if spec else None,
+        retrain=retrain,
     )
+    if retrain and spec is None:
+        raise SpecError("--retrain needs --spec ferry.yaml: its retraining section says when")
     raise typer.Exit(run(config))
 
 

@@ -24,6 +24,30 @@ QUICKSTART = {
     "gates": {"min": {"roc_auc": 0.8}},
 }
 
+# The quick start's monitoring and retraining: short windows and an observation period of
+# seconds, so the whole loop fits in a few minutes.
+QUICKSTART_LOOP = {
+    "monitoring": {
+        "drift": {"window": 500, "alpha": 0.001, "k": 2, "n": 3},
+        "alerts": [{"kind": "drift_share", "threshold": 0.3, "for_s": 0}],
+        "evaluation_interval_s": 1,
+    },
+    "retraining": {
+        "triggers": {"on_alerts": ["FerryDriftShareHigh"], "on_drift": False, "cooldown_s": 600},
+        "production_data": {"holdout_share": 0.3, "min_holdout_rows": 300},
+        "time_budget_s": 30,
+        "gates": {"min_improvement": 0.0, "max_regression": 0.03},
+        "rollout": {
+            "mode": "canary",
+            "canary_weight": 0.3,
+            "observe_s": 20,
+            "check_interval_s": 2,
+            "min_labels": 200,
+            "max_quality_drop": 0.03,
+        },
+    },
+}
+
 TEMPLATE = """\
 # ferry.yaml for {name}: every key below is optional unless marked required.
 # Check it with `ferry train ferry.yaml`; a wrong key fails at start with the key named.

@@ -1,4 +1,4 @@
-"""`ferry train`, `ferry quickstart` and `ferry init`."""
+"""`ferry train` and `ferry init`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ferry.cli.console import console
 from ferry.cli.progress import RichObserver
-from ferry.cli.specs import QUICKSTART, TEMPLATE
+from ferry.cli.specs import TEMPLATE
 from ferry.core.spec import Spec, load_spec, parse_spec
 from ferry.errors import SpecError
 from ferry.settings import Settings
@@ -95,7 +95,9 @@ def _summary(outcome: TrainOutcome) -> None:
         console.print(f"registered: [bold]{outcome.version.name}:{outcome.version.version}[/]")
 
 
-def run_training(spec: Spec, settings: Settings, alias: str | None) -> TrainOutcome:
+def run_training(
+    spec: Spec, settings: Settings, alias: str | None, dask_address: str | None = None
+) -> TrainOutcome:
     from ferry.lab import train
 
     registry = _registry(settings)
@@ -106,6 +108,7 @@ def run_training(spec: Spec, settings: Settings, alias: str | None) -> TrainOutc
             registry=registry,
             actor=_actor(settings),
             observer=observer,
+            dask_address=dask_address,
         )
     _summary(outcome)
     if alias and outcome.version:
@@ -128,22 +131,15 @@ def train_command(
     spec_path: Path = typer.Argument(..., help="Path to ferry.yaml."),
     alias: str | None = typer.Option(None, help="Alias the new version if every gate passes."),
     time_budget: float | None = typer.Option(None, help="Override search.time_budget_s."),
+    dask: str | None = typer.Option(
+        None, "--dask", help="Fit search trials on this Dask scheduler, e.g. tcp://host:8786."
+    ),
 ) -> None:
     """Search, train, evaluate, export and register the model a ferry.yaml describes."""
     spec = load_spec(spec_path)
     if time_budget is not None:
         spec.search.time_budget_s = time_budget
-    run_training(spec, Settings(), alias)
-
-
-def quickstart_command(
-    time_budget: float = typer.Option(60, help="Search budget in seconds."),
-) -> None:
-    """Run the whole lab half on builtin:fraud with embedded defaults, alias it production."""
-    data = dict(QUICKSTART)
-    data["search"] = {**QUICKSTART["search"], "time_budget_s": time_budget}  # type: ignore[dict-item]
-    console.print("[bold]Ferry quick start[/]: builtin:fraud, embedded SQLite registry, no server")
-    run_training(parse_spec(data, "quickstart"), Settings(), alias="production")
+    run_training(spec, Settings(), alias, dask)
 
 
 def init_command(
@@ -166,5 +162,4 @@ def init_command(
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train_command)
-    app.command("quickstart")(quickstart_command)
     app.command("init")(init_command)

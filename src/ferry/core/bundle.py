@@ -26,6 +26,9 @@ class Lineage(BaseModel):
     data_fingerprint: str | None = None
     data_rows: int | None = None
     parent_version: int | None = None
+    # Retrained versions: the labelled production rows added to the spec's data.
+    production_rows: int | None = None
+    production_fingerprint: str | None = None
     estimator: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     libraries: dict[str, str] = Field(default_factory=dict)

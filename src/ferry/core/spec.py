@@ -264,6 +264,102 @@ def _resolve_rule(index: int, rule: AlertRule, budget_ms: float | None, task: st
     return rule
 
 
+# ---- retraining -------------------------------------------------------------------------------
+
+CRON_FIELDS = ("minute", "hour", "day of month", "month", "day of week")
+
+
+class TriggerSpec(_Strict):
+    """When the server starts a retraining job for the model it serves."""
+
+    schedule: str | None = Field(default=None, description="Cron, UTC: '0 3 * * 1' = Mon 03:00")
+    on_alerts: list[str] = Field(
+        default_factory=lambda: [
+            DEFAULT_ALERT_NAMES["drift_share"],
+            DEFAULT_ALERT_NAMES["accuracy_below"],
+            DEFAULT_ALERT_NAMES["accuracy_drop"],
+        ],
+        description="Alert names whose firing counts as a signal",
+    )
+    on_drift: bool = Field(default=True, description="A drift-alarm window counts as a signal")
+    k: int = Field(default=2, ge=1, description="Signals among the last n checks to trigger")
+    n: int = Field(default=3, ge=1, le=100)
+    cooldown_s: float = Field(default=3600, ge=0, description="Quiet time after a trigger")
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None and len(value.split()) != len(CRON_FIELDS):
+            raise ValueError(
+                f"expected 5 cron fields ({', '.join(CRON_FIELDS)}), e.g. '0 3 * * *'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _k_of_n(self) -> TriggerSpec:
+        if self.k > self.n:
+            raise ValueError(f"k ({self.k}) is larger than n ({self.n}); lower k or raise n")
+        return self
+
+
+class ProductionDataSpec(_Strict):
+    """Labelled production rows (prediction log joined with late labels) for the challenger."""
+
+    use: bool = Field(default=True, description="Add labelled production rows")
+    since_s: float | None = Field(default=None, gt=0, description="Only rows this recent")
+    max_rows: int | None = Field(default=None, gt=0, description="Only the latest rows")
+    weight: float = Field(default=1.0, gt=0, le=100, description="Weight of a production row")
+    half_life_s: float | None = Field(default=None, gt=0, description="Recency weighting")
+    holdout_share: float = Field(default=0.3, gt=0, lt=1, description="Latest rows kept out")
+    min_holdout_rows: int = Field(default=200, ge=10, description="Else gates use the test set")
+
+
+class ChallengerGatesSpec(_Strict):
+    """What a challenger must show to replace the champion (besides the spec's ``gates``)."""
+
+    metric: str | None = Field(default=None, description="Default: search.metric")
+    min_improvement: float = Field(default=0.0, ge=0, description="Margin over the champion")
+    max_regression: float = Field(
+        default=0.02, ge=0, description="Allowed loss on the original test set"
+    )
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    bootstrap: int = Field(default=1000, ge=100, le=100_000)
+
+
+class RolloutSpec(_Strict):
+    mode: Literal["canary", "shadow", "direct"] = "canary"
+    canary_weight: float = Field(default=0.1, gt=0, le=1)
+    observe_s: float = Field(default=600, ge=0, description="Observation before promotion")
+    min_labels: int = Field(default=50, ge=1, description="Labels per version to compare")
+    max_quality_drop: float = Field(
+        default=0.0, ge=0, description="Live quality the new version may lose"
+    )
+    check_interval_s: float = Field(default=5, gt=0)
+    # Input drift is a property of the traffic, which both versions share, so it says nothing
+    # about the new version: by default only errors, latency and live quality roll back.
+    rollback_on: list[str] = Field(
+        default_factory=lambda: ["error_rate", "latency_p99", "accuracy_below", "accuracy_drop"],
+        description="Alert kinds that roll the new version back when they fire",
+    )
+
+    @field_validator("rollback_on")
+    @classmethod
+    def _kinds(cls, value: list[str]) -> list[str]:
+        unknown = [k for k in value if k not in ALERT_KINDS]
+        if unknown:
+            raise ValueError(f"unknown alert kind(s) {unknown}; choose from {list(ALERT_KINDS)}")
+        return value
+
+
+class RetrainingSpec(_Strict):
+    triggers: TriggerSpec = Field(default_factory=TriggerSpec)
+    production_data: ProductionDataSpec = Field(default_factory=ProductionDataSpec)
+    warm_start: bool = Field(default=True, description="Champion's parameters tried first")
+    time_budget_s: float | None = Field(default=None, gt=0, description="Default: search's")
+    gates: ChallengerGatesSpec = Field(default_factory=ChallengerGatesSpec)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+
+
 class Spec(_Strict):
     name: str
     task: Literal["classification", "regression"]
@@ -275,8 +371,7 @@ class Spec(_Strict):
     threshold: ThresholdSpec = Field(default_factory=ThresholdSpec)
     gates: GatesSpec = Field(default_factory=GatesSpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
-    # Later subsystems (retraining) add their sections; keep them optional.
-    retraining: dict[str, Any] = Field(default_factory=dict)
+    retraining: RetrainingSpec = Field(default_factory=RetrainingSpec)
 
     @model_validator(mode="after")
     def _check(self) -> Spec:
@@ -297,6 +392,13 @@ class Spec(_Strict):
         for gate in (*self.gates.min, *self.gates.max):
             if gate not in allowed:
                 raise ValueError(f"gates: unknown metric {gate!r}; choose from {list(allowed)}")
+        challenger = self.retraining.gates
+        challenger.metric = challenger.metric or self.search.metric
+        if challenger.metric not in allowed:
+            raise ValueError(
+                f"retraining.gates.metric: {challenger.metric!r} does not fit task "
+                f"{self.task!r}; choose from {list(allowed)}"
+            )
         return self
 
     @model_validator(mode="after")
@@ -311,8 +413,9 @@ class Spec(_Strict):
         return "roc_auc" if self.task == "classification" else "rmse"
 
     def spec_hash(self) -> str:
-        # Monitoring settings do not change the model, so they do not change its lineage hash.
-        text = json.dumps(self.model_dump(mode="json", exclude={"monitoring"}), sort_keys=True)
+        # Monitoring and retraining settings do not change the model, so not its lineage hash.
+        data = self.model_dump(mode="json", exclude={"monitoring", "retraining"})
+        text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -65,17 +65,21 @@ class _Draws:
     txn_count: np.ndarray
 
 
-def fraud(rows: int = DEFAULT_ROWS, seed: int = 0, shift: float = 0.0) -> pd.DataFrame:
+def fraud(
+    rows: int = DEFAULT_ROWS, seed: int = 0, shift: float = 0.0, concept: float = 0.0
+) -> pd.DataFrame:
     """Card transactions sorted by time, with the binary target ``is_fraud`` (about 2% ones).
 
     ``shift`` moves the data the way drift does in production: amounts and distances grow by
     ``shift`` standard deviations (on the log scale) and more payments are card-not-present.
+    ``concept`` adds a new fraud pattern of that strength (a ring cashing out on mobile devices
+    in the small hours with many transactions), which a model trained before it cannot know.
     """
     _check_arguments(rows, shift)
     rng = np.random.default_rng(seed)
     draws = _draw(rng, rows, shift)
     frame = _frame(draws, _transaction_ids(rng, rows))
-    frame["is_fraud"] = _labels(rng, draws)
+    frame["is_fraud"] = _labels(rng, draws, concept)
     return frame
 
 
@@ -203,8 +207,9 @@ def _distance(rng: np.random.Generator, card_present: np.ndarray, shift: float) 
     return np.round(distance, 1)
 
 
-def _labels(rng: np.random.Generator, draws: _Draws) -> np.ndarray:
-    logit = fraud_logit(draws) + rng.normal(0.0, 0.6, len(draws.seconds))
+def _labels(rng: np.random.Generator, draws: _Draws, concept: float = 0.0) -> np.ndarray:
+    logit = fraud_logit(draws) + concept * new_pattern(draws)
+    logit += rng.normal(0.0, 0.6, len(draws.seconds))
     probability = 1.0 / (1.0 + np.exp(-logit))
     return (rng.random(len(probability)) < probability).astype(np.int64)
 
@@ -236,6 +241,16 @@ def fraud_logit(draws: _Draws) -> np.ndarray:
     logit += 1.0 * new_account * (amount_z > 1.0)
     logit += 0.8 * (distance_z > 1.0) * not_present
     return logit
+
+
+def new_pattern(draws: _Draws) -> np.ndarray:
+    """The log-odds a new fraud ring adds (``concept`` scales it): mobile, small hours, busy
+    cards, mid-sized amounts: rows the original logit finds unremarkable."""
+    hour = (draws.seconds % 86_400) // 3_600
+    mobile = draws.device == DEVICES.index("mobile")
+    small_hours = (hour >= 1) & (hour < 7)
+    busy = draws.txn_count >= 3
+    return 4.0 * (mobile & small_hours & busy) + 1.5 * (mobile & busy)
 
 
 def _category_risk(draws: _Draws) -> np.ndarray:

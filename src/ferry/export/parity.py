@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
 
+from ferry.core.stats import single_call_p99_ms
 from ferry.errors import ExportError
 from ferry.training.features import feeds
 
@@ -23,19 +23,10 @@ def session(model_bytes: bytes, threads: int = 1) -> ort.InferenceSession:
     return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
 
 
-def single_row_latency_ms(
-    sess: ort.InferenceSession, typed: pd.DataFrame, runs: int = 200
-) -> float:
+def single_row_latency_ms(sess: ort.InferenceSession, typed: pd.DataFrame) -> float:
     """p99 of single-row calls, cycling over real rows."""
     rows = [feeds(typed.iloc[[i]]) for i in range(min(len(typed), 20))]
-    for row in rows[:5]:
-        sess.run(None, row)
-    times = np.empty(runs)
-    for i in range(runs):
-        started = time.perf_counter()
-        sess.run(None, rows[i % len(rows)])
-        times[i] = time.perf_counter() - started
-    return float(np.percentile(times, 99) * 1000)
+    return single_call_p99_ms(lambda row: sess.run(None, row), rows)
 
 
 def check_parity(

@@ -200,6 +200,8 @@ class AlertEngine:
         self.webhook_failures = 0
         self.event_failures = 0
         self.client: httpx.AsyncClient | None = None
+        # Retraining's scheduler listens to firing alerts.
+        self.listeners: list[Callable[[AlertChange], None]] = []
 
     # hot path: the same signature as the data plane's request hooks -----------------------
     def on_request(self, protocol: str, model: str, status: str, seconds: float) -> None:
@@ -320,6 +322,8 @@ class AlertEngine:
         alert = change.alert
         summary = alert.annotations()["summary"]
         log.warning("alert %s %s: %s", alert.rule.alertname, change.status, summary)
+        for listener in self.listeners:
+            listener(change)
         if self.registry is not None:
             await self._record(change)
         if self.webhook_url:

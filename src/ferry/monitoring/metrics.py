@@ -19,8 +19,9 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     generate_latest,
-    multiprocess,
 )
+
+from ferry.monitoring.multiproc import scrape_directory
 
 # ``*_created`` series are a quarter of all samples and Prometheus 2.x keeps them as separate
 # series; without them a 20-model x 30-feature scrape stays under 50 ms.
@@ -169,6 +170,44 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        # Rollout: a canary's share of requests, and a shadow's agreement with what was answered.
+        self.rollout_requests = Counter(
+            "ferry_rollout_requests_total",
+            "Requests answered, by the version and role (primary or canary) that answered.",
+            ["model", "version", "role"],
+            registry=r,
+        )
+        self.shadow_rows = Counter(
+            "ferry_rollout_shadow_rows_total",
+            "Rows the shadow version ran and compared with the answer returned.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.shadow_disagreements = Counter(
+            "ferry_rollout_shadow_disagreements_total",
+            "Compared rows where the shadow's label (or value, beyond 1e-3 relative) differed.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.shadow_skipped = Counter(
+            "ferry_rollout_shadow_skipped_total",
+            "Requests not mirrored to the shadow because too many shadow runs were pending.",
+            ["model"],
+            registry=r,
+        )
+        self.shadow_failures = Counter(
+            "ferry_rollout_shadow_failures_total",
+            "Shadow runs that failed (never seen by clients).",
+            ["model", "version"],
+            registry=r,
+        )
+        self.canary_weight = Gauge(
+            "ferry_rollout_canary_weight",
+            "Share of requests the canary version is sent (0 once it stops being the canary).",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
 
     def watch_model(self, model: Any) -> None:
         """Batch sizes and the version info of a model the pool just loaded."""
@@ -191,8 +230,8 @@ class Metrics:
 
 def scrape(metrics: Metrics) -> tuple[bytes, str]:
     """Exposition text; under multiprocess mode, the merged view of every worker."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged)
-        return generate_latest(merged), CONTENT_TYPE_LATEST
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        # The workers' files, merged by our own reader: the library's takes ~50 ms at 20 models.
+        return scrape_directory(directory), CONTENT_TYPE_LATEST
     return generate_latest(metrics.registry), CONTENT_TYPE_LATEST

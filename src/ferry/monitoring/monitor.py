@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,9 @@ class Monitor:
         self.recent: OrderedDict[str, tuple[str, int, Any, float | None]] = OrderedDict()
         self.feedback: dict[tuple[str, int], FeedbackWindow] = {}
         self.unwritten: dict[str, list[dict[str, Any]]] = {}
+        self.unwritten_labels: dict[str, list[dict[str, Any]]] = {}
+        # Retraining's scheduler listens to drift windows (called from the worker thread).
+        self.window_listeners: list[Callable[[str, int, WindowDrift], None]] = []
         self.lock = threading.Lock()  # collect() runs in a worker thread and on feedback
 
     # hot path --------------------------------------------------------------------------
@@ -100,19 +104,30 @@ class Monitor:
         # In a thread: the event loop keeps answering requests while a large batch is processed.
         await asyncio.to_thread(self.collect)
         unwritten, self.unwritten = self.unwritten, {}
+        labels, self.unwritten_labels = self.unwritten_labels, {}
         if self.predictions is not None:
             for model, logged in unwritten.items():
                 await asyncio.to_thread(self.predictions.write, model, logged)
+            # Every label is kept, matched here or not: another replica may have logged its row,
+            # and retraining joins labels with the whole log.
+            for model, rows in labels.items():
+                await asyncio.to_thread(self.predictions.write_labels, model, rows)
 
     def process_result(self, result: InferResult) -> list[dict[str, Any]]:
         """Process one finished request now; returns its prediction-log rows."""
         return self.process(*_merge([result]))
 
     def process(
-        self, result: InferResult, ids: list[str], times: list[float]
+        self, result: InferResult, ids: list[str], times: list[float], requests: int = 1
     ) -> list[dict[str, Any]]:
         model = result.model
         version = str(model.version)
+        if result.role == "shadow":
+            # Never returned to anyone: logged for comparison, but kept out of the served
+            # counts, drift and the feedback join (late labels judge the answer given).
+            labels, scores = self._predictions(result)
+            return self._log_rows(result, ids, times, labels, scores)
+        self.metrics.rollout_requests.labels(model.name, version, result.role).inc(requests)
         quality = model.count_quality(result.feeds)
         for kind in ("missing", "out_of_range", "unseen"):
             self.metrics.count_quality(model.name, version, kind, getattr(quality, kind))
@@ -158,6 +173,8 @@ class Monitor:
         for window in detector.add(columns):
             self.last_windows[key] = window
             self._export_window(model.name, str(model.version), window)
+            for listener in self.window_listeners:
+                listener(model.name, model.version, window)
 
     def _export_window(self, name: str, version: str, window: WindowDrift) -> None:
         for feature in window.features:
@@ -200,12 +217,18 @@ class Monitor:
             }
             if scores is not None:
                 row["score"] = float(scores[i])
+            if result.role != "primary":  # primary rows stay as they always were
+                row["role"] = result.role
             rows.append(row)
         return rows
 
     # feedback --------------------------------------------------------------------------
     def add_feedback(self, name: str, items: list[dict[str, Any]]) -> dict[str, int]:
         self.collect()  # labels may arrive before the background loop has seen their rows
+        now = time.time()
+        self.unwritten_labels.setdefault(name, []).extend(
+            {"id": str(item["id"]), "time": now, "label": item["label"]} for item in items
+        )
         matched = unknown = 0
         for item in items:
             remembered = self.recent.get(f"{name}/{item['id']}")
@@ -232,18 +255,20 @@ class Monitor:
 
 
 def _by_model(results: list[InferResult]) -> list[list[InferResult]]:
-    groups: dict[int, list[InferResult]] = {}
+    groups: dict[tuple[int, str], list[InferResult]] = {}
     for result in results:
-        groups.setdefault(id(result.model), []).append(result)
+        # By role too: one version can answer as primary and run as another's shadow.
+        groups.setdefault((id(result.model), result.role), []).append(result)
     return list(groups.values())
 
 
-def _merge(group: list[InferResult]) -> tuple[InferResult, list[str], list[float]]:
-    """One InferResult holding every row of the group, with each row's id and time."""
+def _merge(group: list[InferResult]) -> tuple[InferResult, list[str], list[float], int]:
+    """One InferResult holding every row of the group (one model and role), with each row's
+    id and time, and how many requests it merges."""
     ids = [row_id for r in group for row_id in row_ids(r.request_id, r.rows)]
     times = [r.at for r in group for _ in range(r.rows)]
     if len(group) == 1:
-        return group[0], ids, times
+        return group[0], ids, times, 1
     first = group[0]
     merged = InferResult(
         first.model,
@@ -253,8 +278,9 @@ def _merge(group: list[InferResult]) -> tuple[InferResult, list[str], list[float
         concat([r.feeds for r in group]),
         concat([r.outputs for r in group]),
         group[-1].at,
+        first.role,
     )
-    return merged, ids, times
+    return merged, ids, times, len(group)
 
 
 def row_ids(request_id: str, rows: int) -> list[str]:

@@ -19,6 +19,8 @@ import orjson
 
 from ferry.core.refs import check_name
 
+LABELS = "labels"  # the sub-directory of a model's log that holds its late labels
+
 
 class PredictionStore(Protocol):
     """What the monitor writes to and the CLI reads from: files or a database."""
@@ -28,6 +30,10 @@ class PredictionStore(Protocol):
     def write(self, model: str, rows: list[dict[str, Any]]) -> None: ...
 
     def read(self, model: str, since: float = 0.0) -> Iterator[dict[str, Any]]: ...
+
+    def write_labels(self, model: str, rows: list[dict[str, Any]]) -> None: ...
+
+    def read_labels(self, model: str, since: float = 0.0) -> Iterator[dict[str, Any]]: ...
 
 
 def open_store(
@@ -62,8 +68,9 @@ class PredictionLog:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _current(self, model: str) -> Path:
-        directory = self._directory(model)
+    def _current(self, model: str, kind: str = "") -> Path:
+        directory = self._directory(model) / kind
+        directory.mkdir(exist_ok=True)
         files = sorted(directory.glob("*.jsonl"))
         if files and files[-1].stat().st_size < self.config.max_file_bytes:
             return files[-1]
@@ -82,7 +89,20 @@ class PredictionLog:
             handle.write(payload)
 
     def read(self, model: str, since: float = 0.0) -> Iterator[dict[str, Any]]:
-        directory = self.config.directory / check_name(model)
+        return self._read(self.config.directory / check_name(model), since)
+
+    def write_labels(self, model: str, rows: list[dict[str, Any]]) -> None:
+        """Late labels ``{"id", "time", "label"}`` beside the predictions, rotated the same way."""
+        if rows:
+            payload = b"".join(orjson.dumps(row) + b"\n" for row in rows)
+            with self._current(model, LABELS).open("ab") as handle:
+                handle.write(payload)
+
+    def read_labels(self, model: str, since: float = 0.0) -> Iterator[dict[str, Any]]:
+        return self._read(self.config.directory / check_name(model) / LABELS, since)
+
+    @staticmethod
+    def _read(directory: Path, since: float) -> Iterator[dict[str, Any]]:
         for path in sorted(directory.glob("*.jsonl")):
             with path.open("rb") as handle:
                 for line in handle:

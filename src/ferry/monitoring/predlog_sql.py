@@ -1,8 +1,8 @@
 """The prediction log in a database (PostgreSQL for several replicas; SQLite works too).
 
-Same interface as the file log (``write``, ``read``, ``sampled``): one row per served row,
-the whole log row as JSON, indexed by model and time. Writes are one multi-row INSERT per
-flush, from the monitor's worker thread.
+Same interface as the file log (``write``, ``read``, ``sampled``, and the late labels): one row
+per served row, the whole log row as JSON, indexed by model and time. Writes are one multi-row
+INSERT per flush, from the monitor's worker thread.
 """
 
 from __future__ import annotations
@@ -34,6 +34,21 @@ predictions = sa.Table(
     sa.Column("time", sa.Float, nullable=False),
     sa.Column("row", sa.Text, nullable=False),
     sa.Index("ix_ferry_predictions_model_time", "model", "time"),
+)
+labels = sa.Table(
+    "ferry_labels",
+    _metadata,
+    sa.Column(
+        "seq",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("id", sa.String(200), nullable=False),
+    sa.Column("model", sa.String(128), nullable=False),
+    sa.Column("time", sa.Float, nullable=False),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Index("ix_ferry_labels_model_time", "model", "time"),
 )
 
 
@@ -77,6 +92,32 @@ class SqlPredictionLog:
         with self.engine.connect() as conn:
             for (text,) in conn.execute(query):
                 yield orjson.loads(text)
+
+    def write_labels(self, model: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        check_name(model)
+        values = [
+            {
+                "id": str(r["id"]),
+                "model": model,
+                "time": float(r["time"]),
+                "label": orjson.dumps(r["label"]).decode(),
+            }
+            for r in rows
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(labels.insert(), values)
+
+    def read_labels(self, model: str, since: float = 0.0) -> Iterator[dict[str, Any]]:
+        query = (
+            sa.select(labels.c.id, labels.c.time, labels.c.label)
+            .where(labels.c.model == check_name(model), labels.c.time >= since)
+            .order_by(labels.c.time, labels.c.seq)
+        )
+        with self.engine.connect() as conn:
+            for row_id, at, text in conn.execute(query):
+                yield {"id": row_id, "time": at, "label": orjson.loads(text)}
 
     def close(self) -> None:
         self.engine.dispose()

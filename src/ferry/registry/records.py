@@ -12,6 +12,7 @@ from typing import Any
 REGISTERED = "registered"
 ALIAS_SET = "alias_set"
 ALIAS_DELETED = "alias_deleted"
+ROLLBACK = "rollback"
 # A version row only exists once its registration committed; there is no half-written state.
 READY = "ready"
 
@@ -33,6 +34,14 @@ class ModelVersion:
     @property
     def ref(self) -> str:
         return f"{self.name}:{self.version}"
+
+
+@dataclass(frozen=True)
+class AliasTarget:
+    """Where an alias points, and the share of traffic it asks for (None: not weighted)."""
+
+    version: int
+    weight: float | None = None
 
 
 @dataclass(frozen=True)

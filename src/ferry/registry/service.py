@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import shutil
 import uuid
@@ -20,10 +21,10 @@ from ferry.core.bundle import BundleManifest, verify_bundle
 from ferry.core.refs import ModelRef, check_alias, check_name, parse_ref
 from ferry.errors import BundleError, NotFoundError, RegistryError
 from ferry.registry.artifacts import ArtifactStore
-from ferry.registry.records import Event, ModelVersion, NewVersion
+from ferry.registry.records import AliasTarget, Event, ModelVersion, NewVersion
 from ferry.registry.sql import SqlStore
 
-__all__ = ["Event", "ModelVersion", "Registry"]
+__all__ = ["AliasTarget", "Event", "ModelVersion", "Registry"]
 
 KIND_PATTERN = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
 MAX_ACTOR_LENGTH = 128
@@ -57,6 +58,19 @@ def _check_details(details: dict[str, Any]) -> None:
             f"event details must be JSON (strings, finite numbers, lists, dicts): {exc}; "
             "convert values such as numpy floats or datetimes first"
         ) from exc
+
+
+def _check_weight(weight: float | None) -> float | None:
+    if weight is None:
+        return None
+    if isinstance(weight, bool) or not isinstance(weight, int | float):
+        raise RegistryError(f"invalid weight {weight!r}: expected a number in (0, 1], e.g. 0.1")
+    if not (math.isfinite(weight) and 0 < weight <= 1):
+        raise RegistryError(
+            f"invalid weight {weight}: expected the share of traffic in (0, 1], e.g. 0.1 for "
+            "10%; to send a canary no traffic, delete its alias instead"
+        )
+    return float(weight)
 
 
 def _describe_versions(numbers: list[int]) -> str:
@@ -120,13 +134,50 @@ class Registry:
             raise
 
     def set_alias(
-        self, name: str, alias: str, version: int, *, actor: str, reason: str = ""
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        *,
+        actor: str,
+        reason: str = "",
+        weight: float | None = None,
     ) -> ModelVersion:
-        """Point ``alias`` at ``version`` (moving it if it exists) and record who and why."""
+        """Point ``alias`` at ``version`` (moving it if it exists) and record who and why.
+
+        ``weight`` (0 < w <= 1) is the share of traffic the alias asks for: a server that
+        serves ``NAME@production`` sends that share to ``NAME@canary``. Changing only the
+        weight is a change too, recorded like a move.
+        """
         check_alias(alias)
+        weight = _check_weight(weight)
         target = self.get(name, version)
-        self.store.set_alias(name, alias, version, actor=_check_actor(actor), reason=reason)
+        self.store.set_alias(
+            name, alias, version, actor=_check_actor(actor), reason=reason, weight=weight
+        )
         return self.get(name, target.version)
+
+    def rollback(
+        self, name: str, alias: str = "production", *, actor: str, reason: str = ""
+    ) -> ModelVersion:
+        """Move ``alias`` back to where it pointed before its latest move (version and weight).
+
+        Records the move (``alias_set``) and a ``rollback`` event. Rolling back twice undoes
+        the first rollback: each one undoes the latest move, and a rollback is a move.
+        """
+        check_alias(alias)
+        self._require_model(name)
+        actor = _check_actor(actor)
+        if self.store.alias_target(name, alias) is None:
+            raise self._missing_alias(name, alias)
+        moved = self.store.rollback_alias(name, alias, actor=actor, reason=reason)
+        if moved is None:
+            raise RegistryError(
+                f"{name}@{alias} has no earlier version to roll back to: it has not moved "
+                f"since it was set (see `ferry registry events {name}`); point it at a "
+                f"version with `ferry registry alias {name} {alias} VERSION`"
+            )
+        return self.get(name, moved[1])
 
     def delete_alias(self, name: str, alias: str, *, actor: str, reason: str = "") -> None:
         check_alias(alias)
@@ -182,8 +233,16 @@ class Registry:
             raise self._missing_version(ref.name, number)
         return found
 
+    def routes(self, name: str) -> dict[str, AliasTarget]:
+        """Every alias of a model, {alias: AliasTarget(version, weight)}, in one query."""
+        found = self.store.routes(check_name(name))
+        if not found:  # only then a second query, to tell "no aliases" from "no such model"
+            self._require_model(name)
+        return found
+
     def list_models(self) -> list[dict[str, Any]]:
-        """One dict per model: name, latest_version, aliases {alias: version}, updated_at."""
+        """One dict per model: name, latest_version, aliases {alias: version}, weights
+        {alias: weight} (weighted aliases only), updated_at."""
         return self.store.model_summaries()
 
     def list_versions(self, name: str) -> list[ModelVersion]:

@@ -32,6 +32,8 @@ from ferry.registry.records import (
     ALIAS_SET,
     READY,
     REGISTERED,
+    ROLLBACK,
+    AliasTarget,
     Event,
     ModelVersion,
     NewVersion,
@@ -108,6 +110,8 @@ aliases = sa.Table(
     sa.Column("alias", sa.String(64), nullable=False),
     sa.Column("version", sa.Integer(), nullable=False),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
+    # The share of traffic the alias asks for (a canary's); None: not weighted.
+    sa.Column("weight", sa.Float(), nullable=True),
     sa.PrimaryKeyConstraint("model", "alias", name="pk_aliases"),
     sa.ForeignKeyConstraint(
         ["model", "version"], ["versions.model", "versions.version"], name="fk_aliases_version"
@@ -134,6 +138,18 @@ events = sa.Table(
         ["model", "version"], ["versions.model", "versions.version"], name="fk_events_version"
     ),
     sa.Index("ix_events_model_id", "model", "id"),
+)
+
+
+# Job locks (registry.locks): one row per held name; epoch seconds, so expiry is plain arithmetic.
+job_locks = sa.Table(
+    "job_locks",
+    metadata,
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("acquired_at", sa.Float(), nullable=False),
+    sa.Column("expires_at", sa.Float(), nullable=False),
+    sa.PrimaryKeyConstraint("name", name="pk_job_locks"),
 )
 
 
@@ -286,22 +302,66 @@ class SqlStore:
                     ) from exc
         raise AssertionError("unreachable")
 
-    def set_alias(self, name: str, alias: str, version: int, *, actor: str, reason: str) -> None:
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        *,
+        actor: str,
+        reason: str,
+        weight: float | None = None,
+    ) -> None:
         with self._write() as conn:
             self._lock_model(conn, name)
-            previous = self._alias_target(conn, name, alias)
-            if previous == version:
-                return  # not a change, so not an event
-            row = {"model": name, "alias": alias, "version": version, "updated_at": _now()}
-            statement = self._insert(conn, aliases).values(**row)
-            conn.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["model", "alias"],
-                    set_={"version": version, "updated_at": row["updated_at"]},
-                )
-            )
-            details = {"alias": alias, "from": previous, "to": version}
-            self._insert_event(conn, name, version, ALIAS_SET, actor, reason, details)
+            previous = self._alias_row(conn, name, alias)
+            wanted = AliasTarget(version, weight)
+            if previous != wanted:  # the same version and weight is not a change, nor an event
+                self._move_alias(conn, name, alias, previous, wanted, actor, reason)
+
+    def rollback_alias(
+        self, name: str, alias: str, *, actor: str, reason: str
+    ) -> tuple[int, int] | None:
+        """Undo the alias's latest move (version and weight) in one transaction.
+
+        Returns (from, to), or None when the alias is missing or was never moved from a version.
+        """
+        with self._write() as conn:
+            self._lock_model(conn, name)
+            current = self._alias_row(conn, name, alias)
+            move = self._last_move(conn, name, alias)
+            if current is None or move is None or move.get("from") is None:
+                return None
+            back = AliasTarget(int(move["from"]), move.get("from_weight"))
+            self._move_alias(conn, name, alias, current, back, actor, reason)
+            details = {"alias": alias, "from": current.version, "to": back.version}
+            self._insert_event(conn, name, back.version, ROLLBACK, actor, reason, details)
+            return current.version, back.version
+
+    def _move_alias(
+        self,
+        conn: Connection,
+        name: str,
+        alias: str,
+        previous: AliasTarget | None,
+        wanted: AliasTarget,
+        actor: str,
+        reason: str,
+    ) -> None:
+        changed = {"version": wanted.version, "weight": wanted.weight, "updated_at": _now()}
+        statement = self._insert(conn, aliases).values(model=name, alias=alias, **changed)
+        conn.execute(
+            statement.on_conflict_do_update(index_elements=["model", "alias"], set_=changed)
+        )
+        details = {
+            "alias": alias,
+            "from": None if previous is None else previous.version,
+            "to": wanted.version,
+            "weight": wanted.weight,
+            # Kept so that a rollback restores the weight too, not only the version.
+            "from_weight": None if previous is None else previous.weight,
+        }
+        self._insert_event(conn, name, wanted.version, ALIAS_SET, actor, reason, details)
 
     def delete_alias(self, name: str, alias: str, *, actor: str, reason: str) -> int | None:
         """Remove an alias; return the version it pointed at, or None when there was none."""
@@ -391,9 +451,14 @@ class SqlStore:
             return self._alias_target(conn, name, alias)
 
     def aliases(self, name: str) -> dict[str, int]:
-        query = sa.select(aliases.c.alias, aliases.c.version).where(aliases.c.model == name)
+        return {alias: target.version for alias, target in self.routes(name).items()}
+
+    def routes(self, name: str) -> dict[str, AliasTarget]:
+        """Every alias of a model with its version and weight, in one query."""
+        columns = (aliases.c.alias, aliases.c.version, aliases.c.weight)
+        query = sa.select(*columns).where(aliases.c.model == name).order_by(aliases.c.alias)
         with self._read() as conn:
-            return {row.alias: row.version for row in conn.execute(query.order_by(aliases.c.alias))}
+            return {row.alias: AliasTarget(row.version, row.weight) for row in conn.execute(query)}
 
     def get_version(self, name: str, number: int) -> ModelVersion | None:
         found = self._versions(name, versions.c.version == number)
@@ -420,6 +485,26 @@ class SqlStore:
     def _alias_target(self, conn: Connection, name: str, alias: str) -> int | None:
         where = (aliases.c.model == name) & (aliases.c.alias == alias)
         return conn.execute(sa.select(aliases.c.version).where(where)).scalar()
+
+    def _alias_row(self, conn: Connection, name: str, alias: str) -> AliasTarget | None:
+        where = (aliases.c.model == name) & (aliases.c.alias == alias)
+        row = conn.execute(sa.select(aliases.c.version, aliases.c.weight).where(where)).first()
+        return None if row is None else AliasTarget(row.version, row.weight)
+
+    def _last_move(self, conn: Connection, name: str, alias: str) -> dict[str, Any] | None:
+        """Details of the latest ``alias_set`` event of this alias."""
+        query = (
+            sa.select(events.c.details)
+            .where(
+                (events.c.model == name)
+                & (events.c.kind == ALIAS_SET)
+                & (events.c.details["alias"].as_string() == alias)
+            )
+            .order_by(events.c.id.desc())
+            .limit(1)
+        )
+        details = conn.execute(query).scalar()
+        return None if details is None else dict(details)
 
     def _versions(self, name: str, condition: Any) -> list[ModelVersion]:
         query = sa.select(versions).where((versions.c.model == name) & condition)
@@ -448,10 +533,12 @@ def _grouped(conn: Connection, key: Any, aggregate: Any) -> dict[str, Any]:
 def _summary(
     row: Any, latest: dict[str, int], updated: dict[str, Any], links: Sequence[Any]
 ) -> dict[str, Any]:
+    mine = [link for link in links if link.model == row.name]
     return {
         "name": row.name,
         "latest_version": latest.get(row.name),
-        "aliases": {link.alias: link.version for link in links if link.model == row.name},
+        "aliases": {link.alias: link.version for link in mine},
+        "weights": {link.alias: link.weight for link in mine if link.weight is not None},
         "updated_at": _as_utc(updated.get(row.name)) or row.created_at,
         "description": row.description,
     }

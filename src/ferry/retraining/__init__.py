@@ -1,0 +1,1 @@
+"""Closing the loop: when to retrain, the challenger, its gates, and a safe rollout."""

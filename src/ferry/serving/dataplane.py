@@ -2,10 +2,16 @@
 
 Requests and responses are plain dicts in the V2 JSON shape, so each transport only converts
 its wire format; validation, batching and errors are decided once, here.
+
+Requests that name no version are routed: a model with a canary sends it the share of traffic
+its weight asks for (sticky by routing key), and a model with a shadow runs the same feeds on
+it after the answer has gone, off the request path, comparing without ever returning them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -15,10 +21,21 @@ from typing import Any
 import numpy as np
 
 from ferry import __version__
+from ferry.core.signature import Signature
 from ferry.errors import ErrorCode, FerryError, SignatureError
 from ferry.serving.inputs import Feeds, feeds_from_records, feeds_from_tensors
 from ferry.serving.model import LoadedModel
-from ferry.serving.pool import ModelPool
+from ferry.serving.pool import ModelPool, Served
+from ferry.serving.routing import (
+    CANARY,
+    PRIMARY,
+    SHADOW,
+    disagreements,
+    routing_key,
+    to_canary,
+)
+
+log = logging.getLogger("ferry.serving")
 
 EXTENSIONS = ["model_repository"]
 
@@ -27,6 +44,7 @@ EXTENSIONS = ["model_repository"]
 class Limits:
     max_elements: int = 10_000_000
     max_rows: int = 100_000
+    max_shadow_pending: int = 64  # shadow runs waiting at once; beyond it they are skipped
 
 
 @dataclass
@@ -40,9 +58,13 @@ class InferResult:
     feeds: Feeds
     outputs: dict[str, np.ndarray]
     at: float = field(default_factory=time.time)
+    role: str = PRIMARY  # "primary", "canary" (answered from the canary) or "shadow" (not returned)
 
 
 RequestHook = Callable[[str, str, str, float], None]  # protocol, model, status, seconds
+ShadowHook = Callable[[str, int, int, int], None]  # model, shadow version, rows, disagreeing rows
+Decode = Callable[[Signature], tuple[Feeds, int]]
+SHADOW_LOG_EVERY_S = 10.0  # a failing shadow is logged at most this often per model
 
 
 class DataPlane:
@@ -56,6 +78,11 @@ class DataPlane:
         # Monitoring plugs these in at the entry point; serving does not import monitoring.
         self.feedback_handler: Callable[[str, list[dict[str, Any]]], dict[str, int]] | None = None
         self.scraper: Callable[[], tuple[bytes, str]] | None = None
+        self.on_shadow: list[ShadowHook] = []
+        self.on_shadow_skipped: list[Callable[[str], None]] = []  # model: too many pending
+        self.on_shadow_failed: list[Callable[[str, int], None]] = []  # model, shadow version
+        self._shadows: set[asyncio.Task[None]] = set()
+        self._shadow_logged: dict[str, float] = {}
 
     def live(self) -> bool:
         return True
@@ -67,7 +94,15 @@ class DataPlane:
         return {"name": "ferry", "version": __version__, "extensions": EXTENSIONS}
 
     def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
-        return self.pool.get(name, version).metadata()
+        """The V2 metadata of the version asked for, or of the primary; the primary's also
+        lists its rollout (canary version and weight, shadow version) under parameters."""
+        if version:
+            return self.pool.get(name, version).metadata()
+        served = self.pool.primary(name)
+        meta = served.model.metadata()
+        if served.rollout is not None:
+            meta["parameters"]["rollout"] = served.rollout.describe()
+        return meta
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         self.pool.get(name, version)
@@ -79,12 +114,25 @@ class DataPlane:
                 f"request has {rows} rows, more than the limit of {self.limits.max_rows}; split it"
             )
 
+    def _served(self, name: str, version: str | None) -> Served | None:
+        """The primary (with its rollout) for requests that name no version, else None."""
+        return None if version else self.pool.primary(name)
+
     async def infer(
         self, name: str, version: str | None, request: Mapping[str, Any], protocol: str = "rest"
     ) -> dict[str, Any]:
-        model = self.pool.get(name, version)
+        served = self._served(name, version)
+        model = self.pool.get(name, version) if served is None else served.model
         if not isinstance(request, Mapping):
             raise SignatureError("request body must be a JSON object with 'inputs'")
+        rollout = None if served is None else served.rollout
+        role = PRIMARY
+        if (
+            rollout is not None
+            and rollout.canary is not None
+            and to_canary(name, routing_key(request, v2=True), rollout.weight)
+        ):
+            model, role = rollout.canary, CANARY
         feeds, rows = feeds_from_tensors(
             model.signature, request.get("inputs"), self.limits.max_elements
         )
@@ -100,26 +148,98 @@ class DataPlane:
         if request.get("parameters"):
             response["parameters"] = request["parameters"]
         request_id = str(request.get("id") or uuid.uuid4().hex)
-        self._notify(InferResult(model, rows, protocol, request_id, feeds, outputs))
+        result = InferResult(model, rows, protocol, request_id, feeds, outputs, role=role)
+        self._notify(result)
+        if rollout is not None and rollout.shadow is not None:
+            limit = self.limits.max_elements
+
+            def decode(signature: Signature) -> tuple[Feeds, int]:
+                return feeds_from_tensors(signature, request.get("inputs"), limit)
+
+            self._mirror(rollout.shadow, result, decode)
         return response
 
     async def predict(
         self, name: str, version: str | None, body: Mapping[str, Any]
     ) -> dict[str, Any]:
-        model = self.pool.get(name, version)
+        served = self._served(name, version)
+        model = self.pool.get(name, version) if served is None else served.model
         if not isinstance(body, Mapping):
             raise SignatureError("request body must be a JSON object with 'instances'")
+        rollout = None if served is None else served.rollout
+        role = PRIMARY
+        if (
+            rollout is not None
+            and rollout.canary is not None
+            and to_canary(name, routing_key(body, v2=False), rollout.weight)
+        ):
+            model, role = rollout.canary, CANARY
         feeds, rows = feeds_from_records(model.signature, body.get("instances"))
         self._check_rows(rows)
         outputs = await model.run(feeds, rows)
         request_id = str(body.get("id") or uuid.uuid4().hex)
-        self._notify(InferResult(model, rows, "records", request_id, feeds, outputs))
+        result = InferResult(model, rows, "records", request_id, feeds, outputs, role=role)
+        self._notify(result)
+        if rollout is not None and rollout.shadow is not None:
+            self._mirror(
+                rollout.shadow,
+                result,
+                lambda signature: feeds_from_records(signature, body.get("instances")),
+            )
         return {
             "id": request_id,
             "model_name": model.name,
             "model_version": str(model.version),
             "predictions": model.predictions(outputs),
         }
+
+    # ---- shadow ---------------------------------------------------------------------------
+
+    def _mirror(self, shadow: LoadedModel, answered: InferResult, decode: Decode) -> None:
+        """Run the answered request on the shadow in a task of its own, if there is room."""
+        if len(self._shadows) >= self.limits.max_shadow_pending:
+            for skipped in self.on_shadow_skipped:
+                skipped(shadow.name)
+            return
+        task = asyncio.get_running_loop().create_task(self._shadow(shadow, answered, decode))
+        # The loop keeps only weak references to tasks: hold this one until it has finished.
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _shadow(self, shadow: LoadedModel, answered: InferResult, decode: Decode) -> None:
+        feeds, rows = answered.feeds, answered.rows
+        try:
+            if shadow.signature.inputs != answered.model.signature.inputs:
+                feeds, rows = decode(shadow.signature)  # another signature: decode for it
+            outputs = await shadow.run(feeds, rows)
+            differing = disagreements(answered.model, answered.outputs, shadow, outputs)
+        except Exception as exc:  # the client has its answer; a shadow only loses its sample
+            self._shadow_failed(shadow, exc)
+            return
+        result = InferResult(
+            shadow, rows, answered.protocol, answered.request_id, feeds, outputs, role=SHADOW
+        )
+        self._notify(result)
+        for hook in self.on_shadow:
+            hook(shadow.name, shadow.version, rows, differing)
+
+    def _shadow_failed(self, shadow: LoadedModel, exc: Exception) -> None:
+        for hook in self.on_shadow_failed:
+            hook(shadow.name, shadow.version)
+        now = time.monotonic()
+        if now - self._shadow_logged.get(shadow.name, -SHADOW_LOG_EVERY_S) >= SHADOW_LOG_EVERY_S:
+            self._shadow_logged[shadow.name] = now
+            log.warning("shadow %s:%s failed (not answered with): %s", *_ref(shadow), exc)
+
+    async def settle_shadows(self) -> None:
+        """Wait for the shadow runs in progress (tests, and a drain that wants them logged)."""
+        while self._shadows:
+            await asyncio.gather(*list(self._shadows), return_exceptions=True)
+
+    def cancel_shadows(self) -> None:
+        """Stop shadow runs at shut-down: nobody waits for their answers."""
+        for task in list(self._shadows):
+            task.cancel()
 
     def _notify(self, result: InferResult) -> None:
         for hook in self.on_infer:
@@ -164,6 +284,10 @@ class DataPlane:
 
     async def unload(self, name: str) -> None:
         await self.pool.unload(name)
+
+
+def _ref(model: LoadedModel) -> tuple[str, int]:
+    return model.name, model.version
 
 
 def _wanted(outputs: object) -> list[str] | None:

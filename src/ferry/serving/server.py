@@ -36,6 +36,7 @@ from ferry.serving.dataplane import DataPlane, Limits
 from ferry.serving.grpc import build_grpc_server
 from ferry.serving.pool import ModelPool, PoolConfig
 from ferry.serving.rest import DEFAULT_MAX_BODY, build_app
+from ferry.serving.routing import Rollout
 
 if TYPE_CHECKING:
     import grpc
@@ -69,6 +70,8 @@ class ServeConfig:
     log_url: str | None = None  # SQLAlchemy URL of a database prediction log
     spec: Spec | None = None  # ferry.yaml (`ferry serve --spec`): its monitoring section's alerts
     webhook_url: str | None = None  # overrides spec.monitoring.webhook_url
+    spec_path: Path | None = None  # what a triggered `ferry retrain` reads
+    retrain: bool = False  # start retraining on the spec's triggers (needs spec_path)
 
     def intra_threads(self) -> int:
         # Every pool (ORT, OpenMP, BLAS) is sized from the worker count: see REFERENCES.md.
@@ -112,6 +115,7 @@ class FerryServer:
         self.stop_requested_at: float | None = None
         self.grpc_port: int | None = None
         self.alerts: Any = None
+        self.scheduler: Any = None
         self.monitor = self._monitor() if config.monitoring else None
 
     def _monitor(self) -> Any:
@@ -141,13 +145,27 @@ class FerryServer:
         self.plane.scraper = lambda: scrape(metrics)
         self.pool.listeners.append(monitor.on_load)
         self.pool.on_model_loaded.append(metrics.watch_model)
+        attach_rollout_metrics(self.plane, self.pool, metrics)
         from ferry.monitoring.alerts import attach_alerts
 
         if self.alerting:
             self.alerts = attach_alerts(
                 self.plane, monitor, self.config.spec, webhook_url=self.config.webhook_url
             )
+            self.scheduler = self._scheduler(monitor)
         return monitor
+
+    def _scheduler(self, monitor: Any) -> Any:
+        """Retraining triggers (`ferry serve --spec ferry.yaml --retrain`), on one worker."""
+        config = self.config
+        if not config.retrain or config.spec is None or config.spec_path is None:
+            return None
+        from ferry.retraining.scheduler import RetrainScheduler
+
+        scheduler = RetrainScheduler(config.spec, config.spec_path, self.pool.registry)
+        monitor.window_listeners.append(scheduler.on_window)
+        self.alerts.listeners.append(scheduler.on_alert)
+        return scheduler
 
     def _uvicorn(self) -> _Uvicorn:
         return _Uvicorn(
@@ -208,9 +226,12 @@ class FerryServer:
             watcher = loop.create_task(self.pool.watch())
             monitoring = loop.create_task(self.monitor.run()) if self.monitor else None
             alerting = loop.create_task(self.alerts.run()) if self.alerts else None
+            schedule = loop.create_task(self.scheduler.run()) if self.scheduler else None
             await self.stopping.wait()
             await asyncio.sleep(self.config.drain_delay_s)
             watcher.cancel()
+            if schedule is not None:
+                schedule.cancel()
             if monitoring is not None:
                 monitoring.cancel()
             if alerting is not None:
@@ -256,9 +277,33 @@ class FerryServer:
             )
             await asyncio.wait(stops, timeout=left)
             cutoff.cancel()
+        self.plane.cancel_shadows()  # no client waits for a shadow's answer
         if self.monitor is not None:
             await self.monitor.flush()  # the prediction log loses nothing on a graceful stop
         await self.pool.close()
+
+
+def attach_rollout_metrics(plane: DataPlane, pool: ModelPool, metrics: Any) -> None:
+    """Shadow comparisons and canary weights into their series (``metrics`` is monitoring's
+    ``Metrics``; the monitor counts requests by role itself)."""
+
+    def compared(name: str, version: int, rows: int, differing: int) -> None:
+        metrics.shadow_rows.labels(name, str(version)).inc(rows)
+        metrics.shadow_disagreements.labels(name, str(version)).inc(differing)
+
+    def failed(name: str, version: int) -> None:
+        metrics.shadow_failures.labels(name, str(version)).inc()
+
+    def weighted(name: str, before: Rollout, after: Rollout) -> None:
+        if before.canary is not None and before.canary is not after.canary:
+            metrics.canary_weight.labels(name, str(before.canary.version)).set(0)
+        if after.canary is not None:
+            metrics.canary_weight.labels(name, str(after.canary.version)).set(after.weight)
+
+    plane.on_shadow.append(compared)
+    plane.on_shadow_failed.append(failed)
+    plane.on_shadow_skipped.append(lambda name: metrics.shadow_skipped.labels(name).inc())
+    pool.on_rollout.append(weighted)
 
 
 def bind_http(host: str, port: int) -> socket.socket:

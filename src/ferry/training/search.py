@@ -2,6 +2,9 @@
 
 The budget is a deadline, not a hint: a fold is started only when the history of its family
 says it will finish in time, and Optuna stops starting trials at the deadline.
+
+A fold fit is a pure function of ``FoldData`` and the trial's settings (``fit_fold``), so the
+same code runs here and, through ``ferry.distributed.search``, on Dask workers.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Candidate:
     chosen: bool = False
     note: str = ""
     valid_score: float | None = None
+    workers: list[str] = field(default_factory=list)  # Dask workers that fitted its folds
 
     def row(self, rank: int) -> dict[str, Any]:
         return {
@@ -65,6 +69,7 @@ class Candidate:
             "chosen": self.chosen,
             "within_budget": self.within_budget,
             "note": self.note,
+            "workers": self.workers,
             "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.params.items()},
         }
 
@@ -97,7 +102,7 @@ class BudgetSkip(Exception):
 
 
 @dataclass
-class _Clock:
+class Clock:
     """Seconds per cost unit for each family, learnt from the folds already fitted."""
 
     deadline: float
@@ -132,6 +137,66 @@ class _Clock:
         return self.left() > SAFETY * (fold * folds_left + measure)
 
 
+@dataclass
+class FoldData:
+    """Everything a fold fit needs besides the trial's settings; Dask ships it to workers once."""
+
+    spec: Spec
+    layout: FeatureLayout
+    frame: pd.DataFrame
+    target: np.ndarray
+    splits: list[tuple[np.ndarray, np.ndarray]]
+    metric: str
+
+
+@dataclass
+class FoldResult:
+    model: Pipeline
+    score: float
+    fit_s: float
+
+
+def fit_fold(
+    data: FoldData, family: str, params: dict[str, Any], fold: int, left: Callable[[], float]
+) -> FoldResult:
+    """Fit on fold ``fold``'s training rows and score its held-out rows; ``left`` says how many
+    seconds the budget has left (a LightGBM fit stops between trees at 0: ``BudgetSkip``)."""
+    train_idx, test_idx = data.splits[fold]
+    started = time.perf_counter()
+    model = build_pipeline(data.spec, data.layout, family, params)
+    _fit(model, family, data.frame.iloc[train_idx], data.target[train_idx], left)
+    fit_s = time.perf_counter() - started
+    return FoldResult(model, _fold_score(data, model, test_idx), fit_s)
+
+
+def _fit(
+    model: Pipeline, family: str, x: pd.DataFrame, y: np.ndarray, left: Callable[[], float]
+) -> None:
+    if family != "lightgbm":
+        model.fit(x, y)
+        return
+
+    # LightGBM can be stopped between trees: a fold that outruns the deadline is cut short
+    # and the trial pruned, instead of overshooting the budget.
+    def stop_at_deadline(env: Any) -> None:
+        if left() <= 0:
+            raise _OutOfTime
+
+    try:
+        model.fit(x, y, model__callbacks=[stop_at_deadline])
+    except _OutOfTime:
+        raise BudgetSkip("lightgbm") from None
+
+
+def _fold_score(data: FoldData, model: Pipeline, index: np.ndarray) -> float:
+    x, y = data.frame.iloc[index], data.target[index]
+    if data.spec.task == "regression":
+        return metric_score(data.metric, y, model.predict(x), None)
+    proba = model.predict_proba(x)
+    labels = [str(i) for i in range(proba.shape[1])]
+    return metric_score(data.metric, np.asarray([str(v) for v in y]), proba, labels)
+
+
 def build_pipeline(
     spec: Spec, layout: FeatureLayout, family: str, params: dict[str, Any]
 ) -> Pipeline:
@@ -150,7 +215,11 @@ def higher_is_better(metric: str) -> bool:
 
 
 class Search:
-    """One Optuna study; ``run`` returns every finished candidate, best first."""
+    """One Optuna study; ``run`` returns every finished candidate, best first.
+
+    ``warm_start`` maps a family to the settings of a previous best model (a retrain's
+    champion): each is tried first, before every family's defaults.
+    """
 
     def __init__(
         self,
@@ -162,12 +231,15 @@ class Search:
         measure: Measure,
         on_trial: Callable[[Candidate | None, float], None] | None = None,
         labels: list[str] | None = None,
+        warm_start: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.spec, self.layout, self.frame, self.target = spec, layout, frame, target
         self.measure, self.on_trial, self.labels = measure, on_trial, labels
+        self.warm_start = warm_start or {}
         self.metric = spec.search.metric or spec.default_metric()
         self.candidates: list[Candidate] = []
         self.splits = list(self._folds().split(frame, target))
+        self.data = FoldData(spec, layout, frame, target, self.splits, self.metric)
 
     def _folds(self) -> KFold | StratifiedKFold:
         folds, seed = self.spec.search.folds, self.spec.search.seed
@@ -178,20 +250,14 @@ class Search:
     def pipeline(self, family: str, params: dict[str, Any]) -> Pipeline:
         return build_pipeline(self.spec, self.layout, family, params)
 
-    def _fold_score(self, model: Pipeline, index: np.ndarray) -> float:
-        x, y = self.frame.iloc[index], self.target[index]
-        if self.spec.task == "regression":
-            return metric_score(self.metric, y, model.predict(x), None)
-        proba = model.predict_proba(x)
-        labels = [str(i) for i in range(proba.shape[1])]
-        return metric_score(self.metric, np.asarray([str(v) for v in y]), proba, labels)
-
     def _params(self, trial: optuna.Trial, family: str) -> dict[str, Any]:
+        if "warm_start" in trial.user_attrs:
+            return dict(trial.user_attrs["warm_start"])
         if trial.user_attrs.get("defaults"):
             return dict(DEFAULTS[family])
         return SPACES[family](trial)
 
-    def _objective(self, clock: _Clock, trial: optuna.Trial) -> float:
+    def _objective(self, clock: Clock, trial: optuna.Trial) -> float:
         family = trial.suggest_categorical("family", self.spec.search.families)
         params = self._params(trial, family)
         scores: list[float] = []
@@ -199,19 +265,17 @@ class Search:
         fit_total = 0.0
         units = cost_units(family, params)
         fold_times: list[float] = []
-        for step, (train_idx, test_idx) in enumerate(self.splits):
+        for step in range(len(self.splits)):
             if not clock.fits(family, units, len(self.splits) - step, fold_times):
                 if clock.nothing_fits(len(self.splits)):
                     trial.study.stop()
                 raise BudgetSkip(family)
-            started = time.perf_counter()
-            model = self.pipeline(family, params)
-            self._fit(model, family, train_idx, clock)
-            elapsed = time.perf_counter() - started
-            clock.record(family, units, elapsed)
-            fold_times.append(elapsed)
-            fit_total += elapsed
-            scores.append(self._fold_score(model, test_idx))
+            fold = fit_fold(self.data, family, params, step, clock.left)
+            model = fold.model
+            clock.record(family, units, fold.fit_s)
+            fold_times.append(fold.fit_s)
+            fit_total += fold.fit_s
+            scores.append(fold.score)
             mean = float(np.mean(scores))
             trial.report(mean if higher_is_better(self.metric) else -mean, step)
             if trial.should_prune():
@@ -219,23 +283,6 @@ class Search:
         assert model is not None
         self._record(trial.number, family, params, scores, fit_total / len(scores), model, clock)
         return float(np.mean(scores))
-
-    def _fit(self, model: Pipeline, family: str, index: np.ndarray, clock: _Clock) -> None:
-        x, y = self.frame.iloc[index], self.target[index]
-        if family != "lightgbm":
-            model.fit(x, y)
-            return
-
-        # LightGBM can be stopped between trees: a fold that outruns the deadline is cut short
-        # and the trial pruned, instead of overshooting the budget.
-        def stop_at_deadline(env: Any) -> None:
-            if clock.left() <= 0:
-                raise _OutOfTime
-
-        try:
-            model.fit(x, y, model__callbacks=[stop_at_deadline])
-        except _OutOfTime:
-            raise BudgetSkip("lightgbm") from None
 
     def _record(
         self,
@@ -245,11 +292,13 @@ class Search:
         scores: list[float],
         fit_s: float,
         model: Pipeline,
-        clock: _Clock,
+        clock: Clock,
+        workers: list[str] | None = None,
     ) -> None:
         candidate = Candidate(
             number, family, params, float(np.mean(scores)), float(np.std(scores)), fit_s
         )
+        candidate.workers = workers or []
         started = time.perf_counter()
         try:
             candidate.latency_p99_ms, candidate.size_mb = self.measure(model)
@@ -275,7 +324,7 @@ class Search:
 
     def run(self) -> SearchResult:
         started = time.perf_counter()
-        clock = _Clock(deadline=started + self.spec.search.time_budget_s)
+        clock = Clock(deadline=started + self.spec.search.time_budget_s)
         # Budget-cut trials are caught as FAIL on purpose; Optuna would log each as a warning.
         optuna.logging.set_verbosity(logging.ERROR)
         study = self._study()
@@ -299,7 +348,11 @@ class Search:
             sampler=optuna.samplers.TPESampler(seed=self.spec.search.seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1),
         )
-        # Cheapest families first: whatever the budget, a quick candidate finishes early.
+        # A previous best first (retraining), then the cheapest families first: whatever the
+        # budget, a quick candidate finishes early. Families no longer searched are left out.
+        for family, params in self.warm_start.items():
+            if family in self.spec.search.families:
+                study.enqueue_trial({"family": family}, user_attrs={"warm_start": params})
         for family in sorted(self.spec.search.families, key=COST_ORDER.index):
             study.enqueue_trial({"family": family}, user_attrs={"defaults": True})
         return study

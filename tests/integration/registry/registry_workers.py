@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,21 @@ def register_many(
             registry.register("fraud", Path(bundle), actor=actor).version for _ in range(count)
         ]
     results.put(numbers)
+
+
+def hold_lock(url: str, artifacts: str, barrier: Any, results: Any) -> None:
+    """Try to take the retraining lock at the same moment as the other processes."""
+    from ferry.registry.locks import JobLocks, LockHeld
+
+    registry = open_registry(url, artifacts)
+    barrier.wait(timeout=60)
+    try:
+        with JobLocks(registry.store).held("retrain/fraud", f"worker-{os.getpid()}", 60):
+            results.put("held")
+            time.sleep(1.0)  # still holding while the others try
+    except LockHeld:
+        results.put("refused")
+    registry.close()
 
 
 def _die(*args: object, **kwargs: object) -> None:

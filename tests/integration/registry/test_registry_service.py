@@ -124,7 +124,13 @@ def test_alias_moves_are_evented_with_from_and_to(
         ("alias_set", "bob", "better auc", 2),
         ("alias_set", "alice", "first release", 1),
     ]
-    assert latest[0].details == {"alias": "production", "from": 1, "to": 2}
+    assert latest[0].details == {
+        "alias": "production",
+        "from": 1,
+        "to": 2,
+        "weight": None,
+        "from_weight": None,
+    }
     with pytest.raises(NotFoundError, match="no version 3"):
         registry.set_alias("fraud", "production", 3, actor="bob")
     assert registry.resolve("fraud@production").version == 2

@@ -82,7 +82,7 @@ async def test_feedback_joins_logged_predictions(serve: Any, fraud: Any, tmp_pat
         assert series(text, "ferry_feedback_labels_total", result="unknown") == 1.0
         logged = [
             orjson.loads(line)
-            for path in (tmp_path / "predictions" / "fraud").glob("*")
+            for path in (tmp_path / "predictions" / "fraud").glob("*.jsonl")
             for line in path.read_bytes().splitlines()
         ]
         assert len(logged) == 100 and {row["id"] for row in logged} == {i["id"] for i in labels}

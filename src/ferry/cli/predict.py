@@ -1,0 +1,141 @@
+"""`ferry predict`: score a Parquet or CSV file with a registered model or a bundle directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import typer
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from ferry.cli.console import console
+from ferry.distributed import DEFAULT_CHUNK_ROWS
+from ferry.errors import BundleError
+from ferry.settings import Settings
+
+if TYPE_CHECKING:  # Arrow and ONNX Runtime load only when a file is scored
+    from ferry.distributed.batch import ScoreReport
+
+
+class RowsProgress:
+    """A rich bar over the input's rows (estimated for CSV), with the scoring speed."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("scoring"),
+            BarColumn(),
+            TextColumn("{task.fields[rows]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.task: TaskID | None = None
+        self.done = 0
+
+    def __enter__(self) -> RowsProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.task is not None and kind is None:
+            self.progress.update(self.task, total=self.done, completed=self.done)
+        self.progress.stop()
+
+    def start(self, total_rows: int | None) -> None:
+        self.task = self.progress.add_task("scoring", total=total_rows, rows="")
+
+    def advance(self, rows: int) -> None:
+        assert self.task is not None
+        self.done += rows
+        task = self.progress.tasks[self.task]
+        # A CSV's row count is an estimate: let the bar's end follow the rows really read.
+        total = max(task.total or 0, self.done)
+        self.progress.update(self.task, advance=rows, total=total, rows=f"{self.done:,} rows")
+
+
+def _bundle_dir(model: str, settings: Settings) -> Path:
+    """A bundle directory as given, or the registry's copy of a ref in the local cache."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if "/" in model or path.exists():
+        raise BundleError(
+            f"{model!r} is not a bundle directory; pass a directory holding manifest.json "
+            "and model.onnx, or a registry ref like fraud@production or fraud:3"
+        )
+    from ferry.registry import open_registry
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    registry = open_registry(settings.resolved_registry_url(), settings.resolved_artifacts_url())
+    with registry:
+        return registry.fetch(model, settings.home / "cache")
+
+
+def _names(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+def _summary(report: ScoreReport) -> None:
+    console.print(
+        f"scored {report.rows:,} rows in {report.chunks} chunk(s), {report.seconds:.1f} s "
+        f"({report.rows_per_s:,.0f} rows/s) -> {report.output}"
+    )
+    for worker, chunks in sorted(report.workers.items()):
+        console.print(f"  {worker}: {chunks} chunk(s)")
+
+
+def predict_command(
+    model: str = typer.Argument(..., help="fraud@production, fraud:3, fraud, or a bundle dir."),
+    data: Path = typer.Argument(..., help="Input file: .parquet, .pq, .csv or .csv.gz."),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Scored file, Parquet or CSV by its name."
+    ),
+    columns: list[str] | None = typer.Option(
+        None,
+        "--columns",
+        help="Input columns to copy beside the outputs (repeat or comma-separate), e.g. the "
+        "id; default: every input column.",
+    ),
+    chunk_rows: int = typer.Option(
+        DEFAULT_CHUNK_ROWS, "--chunk-rows", min=1, help="Rows per chunk; memory grows with it."
+    ),
+    dask: str | None = typer.Option(
+        None, "--dask", help="Score on this Dask scheduler, e.g. tcp://scheduler:8786."
+    ),
+) -> None:
+    """Score a large file in bounded memory: prediction, then one probability per class."""
+    from ferry.distributed.batch import score_file
+
+    bundle = _bundle_dir(model, Settings())
+    with RowsProgress() as progress:
+        report = score_file(
+            bundle,
+            data,
+            output,
+            chunk_rows=chunk_rows,
+            keep=_names(columns),
+            dask_address=dask,
+            observer=progress,
+        )
+    _summary(report)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict_command)
