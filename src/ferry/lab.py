@@ -37,10 +37,13 @@ from ferry.export.manifest import input_specs, library_versions, reference_stats
 from ferry.export.onnx import output_specs, to_onnx
 from ferry.export.parity import check_parity
 from ferry.export.probe import CandidateProbe
+from ferry.export.quantize import Holdout
 from ferry.registry.service import ModelVersion, Registry
-from ferry.training.features import FeatureLayout, model_frame, plan_layout
+from ferry.training.features import FeatureLayout, feeds, model_frame, plan_layout
 from ferry.training.finalists import choose
 from ferry.training.search import Candidate, Search, SearchResult
+
+CALIBRATION_ROWS = 512  # rows a static quantization calibrates on
 
 
 class Observer(Protocol):
@@ -114,11 +117,19 @@ def prepare(spec: Spec, extra: ExtraData | None = None) -> Prepared:
         time_column=spec.split.time_column,
         seed=spec.split.seed,
     )
-    kinds = feature_columns(schema, target, spec.data.drop, spec.data.sensitive)
+    text = spec.features.text
+    kinds = feature_columns(
+        schema,
+        target,
+        spec.data.drop,
+        spec.data.sensitive,
+        text=False if text is None else (text.columns or True),
+    )
     if not any(kinds.values()):
         raise DataError(
             "no usable feature columns: every column is the target, dropped, "
-            "sensitive, id-like or free text; check data.drop and data.sensitive"
+            "sensitive, id-like or free text; check data.drop and data.sensitive "
+            "(set features.text to use free text)"
         )
     if extra is not None and len(extra.frame):
         needed = [target, *(c for columns in kinds.values() for c in columns)]
@@ -193,7 +204,12 @@ def encode_target(values: pd.Series, labels: list[str] | None) -> np.ndarray:
 
 
 def run_search(
-    spec: Spec, prep: Prepared, observer: Observer, *, dask_address: str | None = None
+    spec: Spec,
+    prep: Prepared,
+    observer: Observer,
+    *,
+    dask_address: str | None = None,
+    warm_start: dict[str, dict[str, Any]] | None = None,
 ) -> SearchResult:
     """Search here, or with ``dask_address`` fit the trials' folds on that Dask cluster."""
     typed = model_frame(prep.split.train, prep.layout)
@@ -203,9 +219,12 @@ def run_search(
     if dask_address:
         from ferry.distributed.search import search_on_cluster
 
-        result = search_on_cluster(dask_address, spec, prep.layout, typed, target, **options)
+        result = search_on_cluster(
+            dask_address, spec, prep.layout, typed, target, warm_start=warm_start, **options
+        )
     else:
-        result = Search(spec, prep.layout, typed, target, **options).run()
+        search = Search(spec, prep.layout, typed, target, warm_start=warm_start, **options)
+        result = search.run()
     if result.best is None:
         raise BudgetError(_no_candidate_message(spec, result))
     return result
@@ -340,6 +359,7 @@ def export(
             production_rows=len(prep.extra.frame) if prep.extra else None,
             production_fingerprint=prep.extra.fingerprint if prep.extra else None,
             estimator=type(model.steps[-1][1]).__name__,
+            family=result.best.family,
             params=result.best.row(1)["params"],
             libraries=library_versions(),
         ),
@@ -387,12 +407,18 @@ def train(
     extra: ExtraData | None = None,
     reason: str | None = None,
     dask_address: str | None = None,
+    warm_start: dict[str, dict[str, Any]] | None = None,
 ) -> TrainOutcome:
+    if spec.model is not None:  # images: a CNN, trained by ferry.vision
+        _check_image_run(extra, dask_address)
+        return _vision().train_images(
+            spec, run_dir, registry=registry, actor=actor, observer=observer, reason=reason
+        )
     observer = observer or SilentObserver()
     observer.stage("loading and checking data")
     prep = prepare(spec, extra)
     observer.stage(f"searching {', '.join(spec.search.families)}")
-    result = run_search(spec, prep, observer, dask_address=dask_address)
+    result = run_search(spec, prep, observer, dask_address=dask_address, warm_start=warm_start)
     observer.stage("fitting the chosen model")
     model = fit_best(spec, prep, result)
     observer.stage("evaluating on the test set")
@@ -430,4 +456,46 @@ def train(
         version,
         passed,
         prep,
+    )
+
+
+def _check_image_run(extra: ExtraData | None, dask_address: str | None) -> None:
+    # Servers log per-image summaries, not pixels, so there are no production images to add.
+    if extra is not None and len(extra.frame):
+        raise DataError(
+            "image models train on their spec's images only: the prediction log holds image "
+            "summaries, not pixels; set retraining.production_data.use: false"
+        )
+    if dask_address:
+        raise DataError("--dask distributes tabular searches; a cnn trains in this process")
+
+
+def _vision() -> Any:
+    """``ferry.vision.train``, imported only for image specs: it needs PyTorch."""
+    try:
+        from ferry.vision import train as vision_train
+    except ImportError as exc:
+        raise DataError(
+            f"model.kind cnn needs PyTorch, which is not installed ({exc}); "
+            "pip install 'ferry-ml[torch]'"
+        ) from exc
+    return vision_train
+
+
+def holdout(spec: Spec, manifest: BundleManifest) -> Holdout:
+    """The spec's validation rows (to calibrate on) and test rows, as the bundle's graph takes
+    them: what ``ferry export --quantize`` scores a graph on, before and after."""
+    if manifest.preprocessing is not None:
+        from ferry.vision.data import holdout as image_holdout
+
+        return image_holdout(spec, manifest)
+    prep = prepare(spec)
+    split, target = prep.split, spec.data.target
+    calibration = (split.valid if len(split.valid) else split.train).head(CALIBRATION_ROWS)
+    test = split.test[target]
+    truth = test.astype(str).to_numpy() if prep.labels else test.to_numpy(dtype=np.float64)
+    return Holdout(
+        calibration=[feeds(model_frame(calibration, prep.layout))],
+        test=feeds(model_frame(split.test, prep.layout)),
+        y_test=truth,
     )

@@ -14,6 +14,9 @@ LISTINGS = {
     (): {
         "quickstart": "The whole loop on builtin:fraud",
         "retrain": "Train a challenger on the spec's data",
+        "predict": "Score a large file in bounded memory",
+        "import": "Make a model trained elsewhere into a bundle",
+        "export": "Quantize a registered version to INT8",
         "init": "Write a commented ferry.yaml",
         "train": "Search, train, evaluate, export and register",
         "data": "Look at data before training on it.",

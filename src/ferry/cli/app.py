@@ -31,6 +31,8 @@ def _register_groups() -> None:
     # Imported here so `ferry --help` stays fast and a missing extra only breaks its own group.
     from ferry.cli import (
         data,
+        export,
+        import_cmd,
         monitor,
         monitor_report,
         predict,
@@ -49,7 +51,9 @@ def _register_groups() -> None:
     serve.register(app)
     predict.register(app)
     retrain.register(app)
+    import_cmd.register(app)
     quickstart.register(app)
+    export.register(app)
 
 
 def main() -> None:

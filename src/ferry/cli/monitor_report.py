@@ -54,14 +54,19 @@ def read_labels(path: Path) -> dict[str, str]:
         return {row["id"]: row["label"] for row in reader if row["id"]}
 
 
+def _served(log: PredictionStore, model: str, since: float) -> Iterator[dict[str, Any]]:
+    # A shadow's rows repeat the primary's inputs and its answers were never returned.
+    return (row for row in log.read(model, since=since) if row.get("role") != "shadow")
+
+
 def _versions(log: PredictionStore, model: str, since: float) -> Counter[int]:
     # A first pass over the log, then ``_rows`` a second: twice the parsing, but the rows of a
     # long period are never all held in memory at once.
-    return Counter(int(row.get("version", 0)) for row in log.read(model, since=since))
+    return Counter(int(row.get("version", 0)) for row in _served(log, model, since))
 
 
 def _rows(log: PredictionStore, model: str, since: float, version: int) -> Iterator[dict[str, Any]]:
-    return (row for row in log.read(model, since=since) if int(row.get("version", 0)) == version)
+    return (row for row in _served(log, model, since) if int(row.get("version", 0)) == version)
 
 
 def _choose_version(seen: Counter[int], model: str, period: str, asked: int | None) -> int:

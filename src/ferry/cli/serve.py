@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import typer
@@ -113,12 +114,17 @@ def serve_command(
         drift_window=drift_window,
         log_url=log_url,
         spec=load_spec(spec) if spec else None,
-        webhook_url=webhook_url,
+        webhook_url=webhook_url or None,  # an empty variable means unset, not "no webhook"
         spec_path=spec.resolve() if spec else None,
         retrain=retrain,
     )
     if retrain and spec is None:
         raise SpecError("--retrain needs --spec ferry.yaml: its retraining section says when")
+    if retrain and importlib.util.find_spec("sklearn") is None:
+        raise SpecError(
+            "--retrain starts `ferry retrain`, which needs the lab packages (scikit-learn, ...): "
+            "use the full image or `pip install ferry-ml`, or run retraining as a CronJob"
+        )
     raise typer.Exit(run(config))
 
 

@@ -72,10 +72,13 @@ def _num(value: float | None, digits: int) -> str:
 def _summary(outcome: TrainOutcome) -> None:
     console.print(_leaderboard(outcome))
     search = outcome.search
-    console.print(
-        f"search: {search.trials_started} trials ({search.pruned} pruned) in "
-        f"{search.elapsed_s:.1f} s"
-    )
+    if search.best is not None and search.best.family == "cnn":  # trained, not searched
+        console.print(f"cnn: {search.best.note}, trained in {search.elapsed_s:.1f} s")
+    else:
+        console.print(
+            f"search: {search.trials_started} trials ({search.pruned} pruned) in "
+            f"{search.elapsed_s:.1f} s"
+        )
     metrics = outcome.evaluation.metrics
     shown = ", ".join(
         f"{k} {v:.4f}"

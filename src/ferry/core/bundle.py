@@ -30,13 +30,38 @@ class Lineage(BaseModel):
     production_rows: int | None = None
     production_fingerprint: str | None = None
     estimator: str | None = None
+    family: str | None = None  # the search family, so a retrain can start from these params
     params: dict[str, Any] = Field(default_factory=dict)
     libraries: dict[str, str] = Field(default_factory=dict)
+    quantization: str | None = None  # "dynamic" or "static": an INT8 copy of parent_version
 
 
 class Metrics(BaseModel):
     cv: dict[str, float] = Field(default_factory=dict)
     test: dict[str, float] = Field(default_factory=dict)
+    # Quantized bundles: the metric before and after, the drop, and both graph sizes.
+    quantization: dict[str, float] = Field(default_factory=dict)
+
+
+class ImagePreprocessing(BaseModel):
+    """How a server turns PNG/JPEG bytes into the graph's ``[n, C, H, W]`` float input:
+    decode, convert to ``color``, resize to ``height`` x ``width``, then per channel
+    ``(pixel * scale - mean) / std``. Training prepared its images the same way."""
+
+    input: str = Field(description="The graph input the images feed")
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    color: Literal["grayscale", "rgb"]
+    resample: Literal["nearest", "bilinear", "bicubic"] = "bilinear"
+    scale: float = 1 / 255
+    mean: list[float]
+    std: list[float]
+    formats: list[str] = Field(default_factory=lambda: ["PNG", "JPEG"])
+    max_pixels: int = Field(default=16_777_216, gt=0, description="Largest decoded image")
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "grayscale" else 3
 
 
 class BundleManifest(BaseModel):
@@ -51,6 +76,7 @@ class BundleManifest(BaseModel):
     reference: ReferenceStats | None = None
     lineage: Lineage = Field(default_factory=Lineage)
     parity: dict[str, float] = Field(default_factory=dict)
+    preprocessing: ImagePreprocessing | None = None  # image models only
     files: dict[str, str] = Field(default_factory=dict)
 
 

@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field
 from ferry.errors import SignatureError
 
 Dtype = Literal["float32", "float64", "int64", "string", "bool"]
-Kind = Literal["numeric", "categorical", "boolean", "datetime", "text", "tensor"]
+# "image": a float32 [-1, C, H, W] input that servers also fill from PNG/JPEG bytes.
+Kind = Literal["numeric", "categorical", "boolean", "datetime", "text", "tensor", "image"]
 
 # Categorical inputs carry missing values as this category, so the graph needs no string imputer.
 MISSING_CATEGORY = "__missing__"

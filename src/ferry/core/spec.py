@@ -22,6 +22,9 @@ from ferry.core.refs import check_name
 from ferry.errors import RefError, SpecError
 
 FAMILIES = ("logistic", "linear", "extra_trees", "random_forest", "hist_gb", "lightgbm", "mlp")
+# Families that take sparse TF-IDF columns; trees and boosting would densify thousands of them.
+TEXT_FAMILIES = ("logistic", "linear", "mlp")
+MAX_NGRAM = 3
 CLASSIFICATION_METRICS = (
     "roc_auc",
     "pr_auc",
@@ -60,6 +63,29 @@ class SplitSpec(_Strict):
     seed: int = 0
 
 
+class TextSpec(_Strict):
+    """TF-IDF of free-text columns, in the graph: tokens are runs of ASCII letters, digits, ``_``
+    and inner apostrophes after ASCII lowercasing (what ONNX Runtime reproduces exactly)."""
+
+    columns: list[str] | None = Field(
+        default=None, description="Text columns; default: every column inferred as text"
+    )
+    max_features: int = Field(default=20_000, ge=1, description="Most frequent n-grams kept")
+    ngram_range: tuple[int, int] = (1, 2)
+    min_df: int = Field(default=2, ge=1, description="Documents an n-gram must appear in")
+    max_df: float = Field(default=1.0, gt=0, le=1, description="Share of documents, at most")
+    sublinear_tf: bool = Field(default=True, description="1 + log(count) instead of count")
+
+    @field_validator("ngram_range")
+    @classmethod
+    def _ngrams(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= value[0] <= value[1] <= MAX_NGRAM:
+            raise ValueError(
+                f"expected [low, high] with 1 <= low <= high <= {MAX_NGRAM}, e.g. [1, 2]"
+            )
+        return value
+
+
 class FeatureSpec(_Strict):
     impute: Literal["median", "mean"] = "median"
     missing_indicators: bool = True
@@ -69,6 +95,12 @@ class FeatureSpec(_Strict):
     scale: bool = True
     pca_components: int | float | None = None
     interactions: bool = False
+    # Left out of dumps when unset, so the spec hashes of specs without text stay as they were.
+    text: TextSpec | None = Field(
+        default=None,
+        description="Unset: text columns are left out",
+        exclude_if=lambda value: value is None,
+    )
 
 
 class SearchSpec(_Strict):
@@ -360,6 +392,61 @@ class RetrainingSpec(_Strict):
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
 
 
+# ---- image models and export ----------------------------------------------------------------
+
+IMAGE_SOURCES = ("builtin:digits", "folder:", "images:")
+
+
+def is_image_source(source: str) -> bool:
+    return source == IMAGE_SOURCES[0] or source.startswith(IMAGE_SOURCES[1:])
+
+
+class CnnSpec(_Strict):
+    """A convolutional network trained by ``ferry.vision`` on images (PyTorch, CPU)."""
+
+    kind: Literal["cnn"] = "cnn"
+    epochs: int = Field(default=30, ge=1, le=1000, description="Upper bound; early stopping")
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    lr: float = Field(default=0.003, gt=0, le=1, description="Adam learning rate")
+    image_size: int | tuple[int, int] | None = Field(
+        default=None, description="Height and width the model sees; default: 8 for digits, 32"
+    )
+    color: Literal["grayscale", "rgb"] | None = Field(
+        default=None, description="Default: grayscale for digits, rgb for image folders"
+    )
+    filters: int = Field(default=16, ge=4, le=256, description="Filters of the first layer")
+    patience: int = Field(default=5, ge=1, description="Epochs without validation gain to stop")
+    augment: bool = Field(default=True, description="Random small shifts and rotations")
+    max_shift: float = Field(default=0.1, ge=0, lt=0.5, description="Share of width/height")
+    max_rotation: float = Field(default=10.0, ge=0, le=45, description="Degrees")
+    threads: int = Field(default=1, ge=1, le=64, description="torch threads while training")
+    seed: int = 0
+
+    @field_validator("image_size")
+    @classmethod
+    def _size(cls, value: int | tuple[int, int] | None) -> int | tuple[int, int] | None:
+        sides = (value,) if isinstance(value, int) else value or ()
+        if any(not 4 <= side <= 1024 for side in sides):
+            raise ValueError("expected a side (or [height, width]) between 4 and 1024 pixels")
+        return value
+
+    def size(self, default: int) -> tuple[int, int]:
+        if self.image_size is None:
+            return default, default
+        if isinstance(self.image_size, int):
+            return self.image_size, self.image_size
+        return self.image_size
+
+
+class ExportSpec(_Strict):
+    max_quantization_drop: float = Field(
+        default=0.01, ge=0, le=1, description="Metric a quantized model may lose (absolute)"
+    )
+    quantization_metric: str | None = Field(
+        default=None, description="Default: accuracy (classification), rmse (regression)"
+    )
+
+
 class Spec(_Strict):
     name: str
     task: Literal["classification", "regression"]
@@ -372,6 +459,55 @@ class Spec(_Strict):
     gates: GatesSpec = Field(default_factory=GatesSpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     retraining: RetrainingSpec = Field(default_factory=RetrainingSpec)
+    model: CnnSpec | None = Field(default=None, description="Image models: kind cnn")
+    export: ExportSpec = Field(default_factory=ExportSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _image_defaults(cls, data: Any) -> Any:
+        # Image folders carry their labels in sub-folder names, so no target column is named.
+        if not isinstance(data, dict) or not isinstance(data.get("data"), dict):
+            return data
+        source = data["data"].get("source")
+        if isinstance(source, str) and is_image_source(source):
+            if source != "builtin:digits" and data.get("model") is None:
+                data = {**data, "model": {"kind": "cnn"}}
+            if data.get("model") is not None and "target" not in data["data"]:
+                data = {**data, "data": {**data["data"], "target": "label"}}
+        return data
+
+    @model_validator(mode="after")
+    def _check_image_model(self) -> Spec:
+        if self.model is None:
+            return self
+        if self.task != "classification":
+            raise ValueError(
+                f"task: a cnn classifies images; set task: classification (received {self.task!r})"
+            )
+        if not is_image_source(self.data.source):
+            raise ValueError(
+                f"data.source: a cnn trains on images, not {self.data.source!r}; use "
+                "builtin:digits or folder:PATH (one sub-folder of images per class)"
+            )
+        if self.split.valid_size == 0:
+            raise ValueError(
+                "split.valid_size: a cnn stops early on the validation split; set it above 0, "
+                "e.g. 0.1"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_export(self) -> Spec:
+        allowed = CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS
+        metric = self.export.quantization_metric
+        metric = metric or ("accuracy" if self.task == "classification" else "rmse")
+        if metric not in allowed:
+            raise ValueError(
+                f"export.quantization_metric: {metric!r} does not fit task {self.task!r}; "
+                f"choose from {list(allowed)}"
+            )
+        self.export.quantization_metric = metric
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> Spec:
@@ -409,12 +545,34 @@ class Spec(_Strict):
         )
         return self
 
+    @model_validator(mode="after")
+    def _check_text(self) -> Spec:
+        if self.features.text is None:
+            return self
+        if "families" not in self.search.model_fields_set:
+            self.search.families = ["logistic"]
+        wrong = [f for f in self.search.families if f not in TEXT_FAMILIES]
+        if wrong:
+            raise ValueError(
+                f"search.families: {wrong} cannot take the sparse TF-IDF features of "
+                f"features.text; choose from {list(TEXT_FAMILIES)}"
+            )
+        for key in ("pca_components", "interactions"):
+            if getattr(self.features, key):
+                raise ValueError(
+                    f"features.{key}: not available with features.text (thousands of sparse "
+                    "TF-IDF columns); remove one of them"
+                )
+        return self
+
     def default_metric(self) -> str:
         return "roc_auc" if self.task == "classification" else "rmse"
 
     def spec_hash(self) -> str:
-        # Monitoring and retraining settings do not change the model, so not its lineage hash.
-        data = self.model_dump(mode="json", exclude={"monitoring", "retraining"})
+        # Monitoring, retraining and export settings do not change the model, so not its
+        # lineage hash; nor does an absent image model (hashes of tabular specs stay as they were).
+        skip = {"monitoring", "retraining", "export"} | ({"model"} if self.model is None else set())
+        data = self.model_dump(mode="json", exclude=skip)
         text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 

@@ -203,7 +203,7 @@ def contingency_chi2(
 
 
 def single_call_p99_ms(
-    call: Callable[[Any], object], inputs: Sequence[Any], runs: int = 200, rounds: int = 3
+    call: Callable[[Any], object], inputs: Sequence[Any], runs: int = 100, rounds: int = 3
 ) -> float:
     """p99 latency of ``call`` cycling over ``inputs``: the lowest p99 of ``rounds`` rounds,
     since other processes on the machine (a server, a search's fits) only ever add time."""

@@ -9,23 +9,28 @@ import numpy as np
 import pandas as pd
 
 from ferry.data.fraud import DEFAULT_ROWS, fraud
+from ferry.data.reviews import DEFAULT_ROWS as REVIEW_ROWS
+from ferry.data.reviews import reviews
 from ferry.errors import DataError
 
 __all__ = ["BUILTIN_NAMES", "fraud", "load_builtin"]
 
-BUILTIN_NAMES: tuple[str, ...] = ("fraud", "breast_cancer", "wine", "digits", "diabetes")
+BUILTIN_NAMES: tuple[str, ...] = ("fraud", "reviews", "breast_cancer", "wine", "digits", "diabetes")
 TARGET = "target"
 
 
 def load_builtin(name: str, rows: int | None = None, seed: int = 0) -> pd.DataFrame:
     """A built-in dataset by name, features plus its target column.
 
-    ``rows`` is how many rows to generate for ``fraud`` and, for the fixed scikit-learn sets, the
-    size of a seeded random sample (all rows when ``rows`` is at least the set's size).
+    ``rows`` is how many rows to generate for ``fraud`` and ``reviews`` and, for the fixed
+    scikit-learn sets, the size of a seeded random sample (all rows when ``rows`` is at least the
+    set's size).
     """
     _check_rows(rows)
     if name == "fraud":
         return fraud(rows=DEFAULT_ROWS if rows is None else rows, seed=seed)
+    if name == "reviews":
+        return reviews(rows=REVIEW_ROWS if rows is None else rows, seed=seed)
     loader = _sklearn_loaders().get(name)
     if loader is None:
         raise DataError(
@@ -78,3 +83,13 @@ def _digits() -> pd.DataFrame:
     frame = _sklearn_frame("load_digits", classes=True)
     pixels = [column for column in frame.columns if column != TARGET]
     return frame.rename(columns={old: f"pixel_{i}" for i, old in enumerate(pixels)})
+
+
+def digits_images() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as images: ``uint8 [1797, 8, 8]`` (ink is bright, 0-16 scaled to
+    0-255) and their ``int64`` labels 0-9; the image models' ``builtin:digits``."""
+    from sklearn import datasets
+
+    bunch = datasets.load_digits()
+    pixels = np.rint(np.asarray(bunch.images, dtype=np.float64) * (255 / 16)).astype(np.uint8)
+    return pixels, np.asarray(bunch.target, dtype=np.int64)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -77,21 +77,52 @@ def feature_columns(
     target: str | None,
     drop: Iterable[str] = (),
     sensitive: Iterable[str] = (),
+    text: bool | Sequence[str] = False,
 ) -> dict[ColumnKind, list[str]]:
     """Usable feature columns per kind: numeric, categorical, boolean and datetime.
 
-    The target, dropped and sensitive columns are left out, and so are id and text columns,
-    which a tabular model cannot use as they are.
+    The target, dropped and sensitive columns are left out, and so are id columns. Text columns
+    are left out too unless ``text`` asks for them (``features.text``): True takes every column
+    inferred as text, a list takes exactly those columns as text whatever their inferred kind.
     """
     excluded = {*drop, *sensitive}
-    _check_known(schema, excluded | ({target} if target is not None else set()))
+    named = [] if isinstance(text, bool) else list(text)
+    _check_known(schema, excluded | set(named) | ({target} if target is not None else set()))
     if target is not None:
         excluded.add(target)
+    _check_text_columns(named, excluded)
     features: dict[ColumnKind, list[str]] = {kind: [] for kind in FEATURE_KINDS}
+    if text is not False:
+        features["text"] = []
     for info in schema:
-        if info.name not in excluded and info.kind in features:
-            features[info.kind].append(info.name)
+        kind = _feature_kind(info, named)
+        if info.name not in excluded and kind in features:
+            features[kind].append(info.name)
+    if text is True and not features["text"]:
+        raise DataError(
+            "features.text is set but no column looks like free text (on average over "
+            f"{TEXT_MEAN_CHARS} characters and {TEXT_MEAN_WORDS} words); name the text columns "
+            "in features.text.columns, or remove features.text"
+        )
     return features
+
+
+def _feature_kind(info: ColumnInfo, named: list[str]) -> ColumnKind | None:
+    """Named text columns are text whatever was inferred; once named, other text is left out."""
+    if not named:
+        return info.kind
+    if info.name in named:
+        return "text"
+    return None if info.kind == "text" else info.kind
+
+
+def _check_text_columns(named: list[str], excluded: set[str]) -> None:
+    clash = [name for name in named if name in excluded]
+    if clash:
+        raise DataError(
+            f"features.text.columns {clash} are also the target, dropped or sensitive; "
+            "remove them from one of the lists"
+        )
 
 
 def _check_known(schema: list[ColumnInfo], names: set[str]) -> None:

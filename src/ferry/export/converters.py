@@ -30,6 +30,7 @@ from skl2onnx.algebra.onnx_ops import (
 )
 from skl2onnx.common.data_types import FloatTensorType
 
+from ferry.export.text import register_text_converter
 from ferry.training.transformers import SECONDS_PER_DAY, DatetimeParts, NumericPrep
 
 
@@ -161,6 +162,7 @@ def _patch_tree_missing_flag() -> None:
 def register_converters() -> None:
     """Teach skl2onnx Ferry's transformers and LightGBM's models (idempotent)."""
     _patch_tree_missing_flag()
+    register_text_converter()
     update_registered_converter(NumericPrep, "FerryNumericPrep", _numeric_shape, _numeric_convert)
     update_registered_converter(
         DatetimeParts, "FerryDatetimeParts", _datetime_shape, _datetime_convert

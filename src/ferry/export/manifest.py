@@ -31,7 +31,17 @@ LIBRARIES = (
 )
 
 
+TEXT_INPUT = (
+    "free text; case-insensitive words of ASCII letters, digits, _ and inner apostrophes "
+    "(other characters separate words); null is the empty text"
+)
+
+
 def _input(column: str, kind: str, values: pd.Series, layout: FeatureLayout) -> InputSpec:
+    if kind == "text":
+        return InputSpec(
+            name=column, dtype="string", kind="text", nullable=True, description=TEXT_INPUT
+        )
     if kind == "categorical":
         cats = [c for c in layout.categories[column] if c != MISSING_CATEGORY]
         return InputSpec(
@@ -63,6 +73,8 @@ def reference_stats(
     stats = ReferenceStats()
     # Datetimes are left out: production time always moves past training time, so a drift test
     # on them would alarm forever; the model sees their parts (hour, weekday, month).
+    # Text is left out too: a drift test needs per-row numbers (length, out-of-vocabulary share)
+    # that the monitor does not compute from strings yet; the prediction reference covers it.
     for column in [*layout.numeric, *layout.boolean]:
         stats.numeric[column] = numeric_reference(typed_train[column].to_numpy(dtype=np.float64))
     for column in layout.categorical:

@@ -30,7 +30,7 @@ def initial_types(layout: FeatureLayout) -> list[tuple[str, DataType]]:
         kind = layout.kind_of(column)
         if kind == "datetime":
             types.append((column, DoubleTensorType([None, 1])))
-        elif kind == "categorical":
+        elif kind in ("categorical", "text"):
             types.append((column, StringTensorType([None, 1])))
         else:
             types.append((column, FloatTensorType([None, 1])))
@@ -75,7 +75,7 @@ def to_onnx(pipeline: Any, layout: FeatureLayout, task: str, n_classes: int) -> 
 
 
 def input_specs_dtype(kind: str) -> str:
-    return {"datetime": "float64", "categorical": "string"}.get(kind, "float32")
+    return {"datetime": "float64", "categorical": "string", "text": "string"}.get(kind, "float32")
 
 
 __all__ = ["InputSpec", "output_specs", "to_onnx"]

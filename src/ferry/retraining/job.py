@@ -120,6 +120,7 @@ class RetrainJob:
             observer=self.observer,
             extra=extra,
             reason=f"challenger ({self.trigger})",
+            warm_start=_warm_start(spec, champion),
         )
 
     def _judge(
@@ -187,15 +188,15 @@ class RetrainJob:
         )
 
 
-def _warm_start(spec: Spec, champion: ModelVersion | None) -> dict[str, Any]:
+def _warm_start(spec: Spec, champion: ModelVersion | None) -> dict[str, dict[str, Any]] | None:
     """The champion's family and parameters, tried first by the challenger's search."""
     if champion is None or not spec.retraining.warm_start:
-        return {}
+        return None
     lineage = champion.manifest.get("lineage", {})
-    params, estimator = lineage.get("params"), lineage.get("estimator")
-    if not params or not estimator:
-        return {}
-    return {"warm_start": {"estimator": estimator, "params": params}}
+    family, params = lineage.get("family"), lineage.get("params")
+    if family not in spec.search.families or not params:
+        return None
+    return {family: params}
 
 
 def _data_story(data: ProductionData | None) -> str:

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from ferry import __version__
-from ferry.core.signature import Signature
 from ferry.errors import ErrorCode, FerryError, SignatureError
 from ferry.serving.inputs import Feeds, feeds_from_records, feeds_from_tensors
 from ferry.serving.model import LoadedModel
@@ -55,7 +54,7 @@ class InferResult:
     rows: int
     protocol: str
     request_id: str
-    feeds: Feeds
+    feeds: Feeds  # image models: per-image summaries (serving.images.summaries), not pixels
     outputs: dict[str, np.ndarray]
     at: float = field(default_factory=time.time)
     role: str = PRIMARY  # "primary", "canary" (answered from the canary) or "shadow" (not returned)
@@ -63,7 +62,7 @@ class InferResult:
 
 RequestHook = Callable[[str, str, str, float], None]  # protocol, model, status, seconds
 ShadowHook = Callable[[str, int, int, int], None]  # model, shadow version, rows, disagreeing rows
-Decode = Callable[[Signature], tuple[Feeds, int]]
+Decode = Callable[[LoadedModel], tuple[Feeds, int]]  # the request's feeds for another model
 SHADOW_LOG_EVERY_S = 10.0  # a failing shadow is logged at most this often per model
 
 
@@ -133,9 +132,14 @@ class DataPlane:
             and to_canary(name, routing_key(request, v2=True), rollout.weight)
         ):
             model, role = rollout.canary, CANARY
-        feeds, rows = feeds_from_tensors(
-            model.signature, request.get("inputs"), self.limits.max_elements
-        )
+        if model.images is None:
+            feeds, rows = feeds_from_tensors(
+                model.signature, request.get("inputs"), self.limits.max_elements
+            )
+        else:  # decoding and resizing images takes long enough to keep it off the event loop
+            feeds, rows = await asyncio.to_thread(
+                model.images.from_tensors, request.get("inputs"), self.limits.max_elements
+            )
         self._check_rows(rows)
         outputs = await model.run(feeds, rows)
         response: dict[str, Any] = {
@@ -148,13 +152,17 @@ class DataPlane:
         if request.get("parameters"):
             response["parameters"] = request["parameters"]
         request_id = str(request.get("id") or uuid.uuid4().hex)
-        result = InferResult(model, rows, protocol, request_id, feeds, outputs, role=role)
+        result = InferResult(
+            model, rows, protocol, request_id, _seen(model, feeds), outputs, role=role
+        )
         self._notify(result)
         if rollout is not None and rollout.shadow is not None:
             limit = self.limits.max_elements
 
-            def decode(signature: Signature) -> tuple[Feeds, int]:
-                return feeds_from_tensors(signature, request.get("inputs"), limit)
+            def decode(shadow: LoadedModel) -> tuple[Feeds, int]:
+                if shadow.images is not None:
+                    return shadow.images.from_tensors(request.get("inputs"), limit)
+                return feeds_from_tensors(shadow.signature, request.get("inputs"), limit)
 
             self._mirror(rollout.shadow, result, decode)
         return response
@@ -174,18 +182,25 @@ class DataPlane:
             and to_canary(name, routing_key(body, v2=False), rollout.weight)
         ):
             model, role = rollout.canary, CANARY
-        feeds, rows = feeds_from_records(model.signature, body.get("instances"))
+        if model.images is None:
+            feeds, rows = feeds_from_records(model.signature, body.get("instances"))
+        else:
+            feeds, rows = await asyncio.to_thread(model.images.from_records, body.get("instances"))
         self._check_rows(rows)
         outputs = await model.run(feeds, rows)
         request_id = str(body.get("id") or uuid.uuid4().hex)
-        result = InferResult(model, rows, "records", request_id, feeds, outputs, role=role)
+        result = InferResult(
+            model, rows, "records", request_id, _seen(model, feeds), outputs, role=role
+        )
         self._notify(result)
         if rollout is not None and rollout.shadow is not None:
-            self._mirror(
-                rollout.shadow,
-                result,
-                lambda signature: feeds_from_records(signature, body.get("instances")),
-            )
+
+            def decode(shadow: LoadedModel) -> tuple[Feeds, int]:
+                if shadow.images is not None:
+                    return shadow.images.from_records(body.get("instances"))
+                return feeds_from_records(shadow.signature, body.get("instances"))
+
+            self._mirror(rollout.shadow, result, decode)
         return {
             "id": request_id,
             "model_name": model.name,
@@ -209,15 +224,25 @@ class DataPlane:
     async def _shadow(self, shadow: LoadedModel, answered: InferResult, decode: Decode) -> None:
         feeds, rows = answered.feeds, answered.rows
         try:
-            if shadow.signature.inputs != answered.model.signature.inputs:
-                feeds, rows = decode(shadow.signature)  # another signature: decode for it
+            # Another signature, or images (the answer kept only summaries): decode for it.
+            if (
+                shadow.images is not None
+                or shadow.signature.inputs != answered.model.signature.inputs
+            ):
+                feeds, rows = decode(shadow)
             outputs = await shadow.run(feeds, rows)
             differing = disagreements(answered.model, answered.outputs, shadow, outputs)
         except Exception as exc:  # the client has its answer; a shadow only loses its sample
             self._shadow_failed(shadow, exc)
             return
         result = InferResult(
-            shadow, rows, answered.protocol, answered.request_id, feeds, outputs, role=SHADOW
+            shadow,
+            rows,
+            answered.protocol,
+            answered.request_id,
+            _seen(shadow, feeds),
+            outputs,
+            role=SHADOW,
         )
         self._notify(result)
         for hook in self.on_shadow:
@@ -284,6 +309,11 @@ class DataPlane:
 
     async def unload(self, name: str) -> None:
         await self.pool.unload(name)
+
+
+def _seen(model: LoadedModel, feeds: Feeds) -> Feeds:
+    """What monitoring sees of the inputs: the feeds, or an image model's summaries."""
+    return feeds if model.images is None else model.images.monitored(feeds)
 
 
 def _ref(model: LoadedModel) -> tuple[str, int]:

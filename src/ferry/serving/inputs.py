@@ -71,9 +71,12 @@ def _tensor_column(spec: InputSpec, tensor: Mapping[str, Any], max_elements: int
         )
     if spec.dtype == "string":
         if datatype != "BYTES":
+            kind = "text" if spec.kind == "text" else "categorical"
             raise SignatureError(
-                f"input {spec.name!r} is categorical: send datatype BYTES (strings), not {datatype}"
+                f"input {spec.name!r} is {kind}: send datatype BYTES (strings), not {datatype}"
             )
+        if spec.kind == "text":
+            return _texts(spec, array.reshape(-1).tolist())
         return strings_with_missing(array).reshape(-1, 1)
     if spec.kind == "datetime" and datatype == "BYTES":
         return _numeric_column(spec, _epochs(spec, array.reshape(-1).tolist()))
@@ -85,11 +88,24 @@ def _tensor_column(spec: InputSpec, tensor: Mapping[str, Any], max_elements: int
     return _numeric_column(spec, array)
 
 
+def _texts(spec: InputSpec, values: Sequence[object]) -> np.ndarray:
+    """Text as sent, unlike categories: "" stays "" and null is the empty text too."""
+    out = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        if value is not None and not isinstance(value, str):
+            raise SignatureError(
+                f"input {spec.name!r}: row {i} holds {value!r:.40}, which is not text; "
+                'send a string ("" for an empty text)'
+            )
+        out[i] = value or ""
+    return out.reshape(-1, 1)
+
+
 def _single_tensor(signature: Signature, tensor: Mapping[str, Any], max_elements: int) -> Feeds:
     specs = signature.inputs
     if any(s.dtype == "string" for s in specs):
         raise SignatureError(
-            f"input {tensor.get('name')!r}: this model has categorical inputs, "
+            f"input {tensor.get('name')!r}: this model has text or categorical inputs, "
             "so send one tensor per column (named "
             f"{[s.name for s in specs]}) instead of one 2-D tensor"
         )
@@ -173,12 +189,19 @@ def _fast_column(
 def _record_value(spec: InputSpec, index: int, record: Mapping[str, Any]) -> object:
     if spec.name in record:
         return record[spec.name]
+    if spec.kind == "text":  # an absent review is more likely a client bug than an empty one
+        raise SignatureError(
+            f'instance {index} is missing {spec.name!r}, which this model needs; send a string ("" '
+            "for an empty text)"
+        )
     if spec.nullable or spec.dtype == "string":
         return None
     raise SignatureError(f"instance {index} is missing {spec.name!r}, which this model needs")
 
 
 def _record_column(spec: InputSpec, values: list[object]) -> np.ndarray:
+    if spec.kind == "text":
+        return _texts(spec, values)
     if spec.dtype == "string":
         return strings_with_missing(values).reshape(-1, 1)
     if spec.kind == "datetime":
@@ -214,6 +237,9 @@ def measure_quality(signature: Signature, feeds: Feeds) -> InputQuality:
     quality = InputQuality()
     for spec in signature.inputs:
         column = feeds[spec.name]
+        if spec.kind == "text":  # no categories to be unseen; an empty text counts as missing
+            quality.missing[spec.name] = int((column == "").sum())
+            continue
         if spec.dtype == "string":
             known = spec.categories or []
             quality.unseen[spec.name] = int((~np.isin(column, [*known, "__missing__"])).sum())

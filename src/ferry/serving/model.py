@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ferry.core.bundle import MODEL, BundleManifest, verify_bundle
 from ferry.core.protocol import SIGNATURE_DATATYPE, encode_tensor
-from ferry.errors import SignatureError
+from ferry.errors import BundleError, SignatureError
 from ferry.serving.batching import BatchConfig, Batcher
 from ferry.serving.inputs import Feeds, InputQuality, measure_quality
 from ferry.serving.runtime import OnnxModel
+
+if TYPE_CHECKING:
+    from ferry.serving.images import ImageInputs
 
 LABEL_OUTPUT = "label"
 PROBA_OUTPUT = "probabilities"
@@ -32,6 +35,8 @@ class LoadedModel:
         self.labels = np.asarray(self.manifest.labels or [], dtype=object)
         self.in_flight = 0
         self.quality = InputQuality()
+        # Image models decode PNG/JPEG per their manifest; tabular ones keep the column path.
+        self.images: ImageInputs | None = _image_inputs(self.manifest)
 
     @property
     def signature(self):  # type: ignore[no-untyped-def]
@@ -58,6 +63,8 @@ class LoadedModel:
             self.in_flight -= 1
 
     def count_quality(self, feeds: Feeds) -> InputQuality:
+        if self.images is not None:  # monitoring gets image summaries, not graph inputs
+            return InputQuality()
         seen = measure_quality(self.manifest.signature, feeds)
         self._count(seen)
         return seen
@@ -129,11 +136,31 @@ class LoadedModel:
                 "task": self.manifest.task,
                 "labels": self.manifest.labels,
                 "threshold": self.manifest.threshold,
+                **_preprocessing(self.manifest),
             },
         }
 
 
+def _image_inputs(manifest: BundleManifest) -> ImageInputs | None:
+    if manifest.preprocessing is None:
+        return None
+    try:
+        from ferry.serving.images import ImageInputs
+    except ImportError as exc:
+        raise BundleError(
+            f"model {manifest.name!r} takes images, which need Pillow: pip install pillow"
+        ) from exc
+    return ImageInputs(manifest.preprocessing)
+
+
+def _preprocessing(manifest: BundleManifest) -> dict[str, Any]:
+    prep = manifest.preprocessing
+    return {} if prep is None else {"preprocessing": prep.model_dump(mode="json")}
+
+
 def _sample_column(spec: Any) -> np.ndarray:
+    if spec.kind == "image":
+        return np.zeros((4, *spec.shape[1:]), dtype=np.float32)
     if spec.dtype == "string":
         first = (spec.categories or ["__missing__"])[0]
         return np.asarray([[first]] * 4, dtype=object)

@@ -18,6 +18,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, PolynomialFeatu
 
 from ferry.core.signature import MISSING_CATEGORY, strings_with_missing
 from ferry.core.spec import FeatureSpec
+from ferry.training.text import text_values, vectorizer
 from ferry.training.transformers import DatetimeParts, NumericPrep
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "y", "t"})
@@ -30,13 +31,14 @@ class FeatureLayout:
     datetime: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)
     categories: dict[str, list[str]] = field(default_factory=dict)
+    text: list[str] = field(default_factory=list)
 
     @property
     def columns(self) -> list[str]:
-        return [*self.numeric, *self.boolean, *self.datetime, *self.categorical]
+        return [*self.numeric, *self.boolean, *self.datetime, *self.categorical, *self.text]
 
     def kind_of(self, column: str) -> str:
-        for kind in ("numeric", "boolean", "datetime", "categorical"):
+        for kind in ("numeric", "boolean", "datetime", "categorical", "text"):
             if column in getattr(self, kind):
                 return kind
         raise KeyError(column)
@@ -55,6 +57,7 @@ def plan_layout(
         boolean=list(kinds.get("boolean", [])),
         datetime=list(kinds.get("datetime", [])),
         categorical=list(kinds.get("categorical", [])),
+        text=list(kinds.get("text", [])),
     )
     layout.categories = {c: top_categories(frame[c], max_categories) for c in layout.categorical}
     return layout
@@ -88,6 +91,8 @@ def model_frame(frame: pd.DataFrame, layout: FeatureLayout) -> pd.DataFrame:
         typed[column] = epoch_seconds(frame[column])
     for column in layout.categorical:
         typed[column] = strings_with_missing(frame[column].to_numpy())
+    for column in layout.text:
+        typed[column] = text_values(frame[column].to_numpy())
     return pd.DataFrame(typed, index=frame.index)
 
 
@@ -116,7 +121,7 @@ def _encoder(layout: FeatureLayout, spec: FeatureSpec) -> OneHotEncoder | Ordina
 
 
 def build_preprocessor(layout: FeatureLayout, spec: FeatureSpec) -> Pipeline:
-    parts: list[tuple[str, object, list[str]]] = []
+    parts: list[tuple[str, object, list[str] | str]] = []
     if layout.numeric or layout.boolean:
         parts.append(("numeric", _numeric_prep(spec), [*layout.numeric, *layout.boolean]))
     if layout.datetime:
@@ -124,7 +129,13 @@ def build_preprocessor(layout: FeatureLayout, spec: FeatureSpec) -> Pipeline:
         parts.append(("datetime", dated, layout.datetime))
     if layout.categorical:
         parts.append(("categorical", _encoder(layout, spec), layout.categorical))
-    steps: list[tuple[str, object]] = [("columns", ColumnTransformer(parts, sparse_threshold=0))]
+    # One vectorizer per text column, given the column as 1-D strings (a name, not a list).
+    parts.extend((f"text_{c}", vectorizer(spec.text), c) for c in layout.text)
+    # Text keeps the output sparse: thousands of TF-IDF columns, a few non-zero per row.
+    sparse = 1.0 if layout.text else 0.0
+    steps: list[tuple[str, object]] = [
+        ("columns", ColumnTransformer(parts, sparse_threshold=sparse))
+    ]
     if spec.interactions:
         steps.append(
             ("interactions", PolynomialFeatures(2, interaction_only=True, include_bias=False))

@@ -119,13 +119,17 @@ def _trials(result: SearchResult) -> list[tuple[int, str, str, float]]:
 def test_search_on_workers_gives_the_local_trials_and_best(client: Any, workers: set) -> None:
     spec = parse_spec(SEARCH_SPEC)
     prep, typed, target = _inputs(spec)
-    local = Search(spec, prep.layout, typed, target, measure=_measure).run()
-    remote_search = DaskSearch(spec, prep.layout, typed, target, client=client, measure=_measure)
+    warm = {"logistic": {"C": 0.05}}  # a previous best, tried first in both modes
+    local = Search(spec, prep.layout, typed, target, measure=_measure, warm_start=warm).run()
+    remote_search = DaskSearch(
+        spec, prep.layout, typed, target, client=client, measure=_measure, warm_start=warm
+    )
     assert remote_search.trials_in_flight == 1  # 2 worker threads, 2 folds a trial
     remote = remote_search.run()
     assert remote.trials_started == local.trials_started == 9
     assert remote.pruned == local.pruned
     assert _trials(remote) == _trials(local)
+    assert [c.params for c in remote.candidates if c.trial == 0] == [{"C": 0.05}]
     assert remote.best is not None and local.best is not None
     assert remote.best.score == local.best.score and remote.best.trial == local.best.trial
     # Every finished trial was fitted on the cluster's workers, and the leaderboard says where.

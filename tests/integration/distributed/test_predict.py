@@ -216,3 +216,22 @@ def test_cli_scores_a_registry_ref(
     missing = runner.invoke(app, ["predict", str(tmp_path / "nope"), str(source), "-o", "x.csv"])
     assert missing.exit_code != 0
     assert "is not a bundle directory" in str(missing.exception)
+
+
+def test_a_chunk_sliced_across_threads_scores_as_one_call(
+    fraud_bundle: Path, fraud_rows: pd.DataFrame
+) -> None:
+    import pyarrow as pa
+
+    from ferry.distributed.scorer import BundleScorer
+
+    table = pa.Table.from_pandas(pd.concat([fraud_rows] * 4, ignore_index=True))
+    batch = table.combine_chunks().to_batches()[0]
+    one, three = BundleScorer(fraud_bundle, threads=1), BundleScorer(fraud_bundle, threads=3)
+    try:
+        whole, sliced = one.score(batch).to_pandas(), three.score(batch).to_pandas()
+    finally:
+        one.close()
+        three.close()
+    assert len(sliced) == 20_000
+    pd.testing.assert_frame_equal(sliced, whole, check_exact=False, atol=PROBA_TOLERANCE)

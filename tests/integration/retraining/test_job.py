@@ -122,6 +122,9 @@ def test_a_challenger_trained_on_production_rows_beats_the_champion(world: World
     assert world.registry.resolve("fraud@production").version == challenger.version
     lineage = challenger.manifest["lineage"]
     assert challenger.parent_version == world.champion and lineage["production_rows"] == 2100
+    champion = world.registry.get("fraud", world.champion).manifest["lineage"]
+    first = min(outcome.training.search.candidates, key=lambda c: c.trial).row(1)
+    assert (first["family"], first["params"]) == (champion["family"], champion["params"])
     assert outcome.verdict_html.is_file() and outcome.verdict_html.with_suffix(".json").is_file()
     assert "PROMOTABLE" in outcome.verdict_html.read_text()
 

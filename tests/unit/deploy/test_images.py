@@ -27,7 +27,7 @@ LAB = {
 }
 # pyproject extras: those the serve image installs, and those it leaves to the full image.
 SERVED_EXTRAS = ("postgres", "s3")
-LAB_EXTRAS = {"dask", "dev"}
+LAB_EXTRAS = {"dask", "dev", "torch"}
 LAB_WORDS = ("scikit-learn", "sklearn", "skl2onnx", "onnxmltools", "lightgbm", "optuna",
              "matplotlib", "pandas", "pyarrow", "xgboost", "torch")
 
