@@ -68,9 +68,9 @@ class Traffic:
     versions: dict[str, int] = field(default_factory=dict)
     scores: list[tuple[int, float]] = field(default_factory=list)
 
-    def send(self, frame: pd.DataFrame, target: str) -> None:
-        for start in range(0, len(frame), BATCH):
-            self._batch(frame.iloc[start : start + BATCH], target)
+    def send(self, frame: pd.DataFrame, target: str, batch: int = BATCH) -> None:
+        for start in range(0, len(frame), batch):
+            self._batch(frame.iloc[start : start + batch], target)
 
     def _batch(self, rows: pd.DataFrame, target: str) -> None:
         labels = rows[target].tolist()
@@ -257,7 +257,8 @@ def run_loop(loop: Loop, registry: Registry, timeout_s: float) -> str:
         ended, offset, deadline = None, 6000, time.monotonic() + timeout_s
         rate = TRICKLE
         while ended is None and time.monotonic() < deadline:
-            traffic.send(drifted.iloc[offset : offset + rate], target)
+            # Small requests: the canary split is per request, so many small ones split evenly.
+            traffic.send(drifted.iloc[offset : offset + rate], target, batch=10)
             offset = (offset + rate) % (len(drifted) - CANARY_TRAFFIC)
             for event in _events(registry, last):
                 last = event.id

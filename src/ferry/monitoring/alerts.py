@@ -322,10 +322,11 @@ class AlertEngine:
         alert = change.alert
         summary = alert.annotations()["summary"]
         log.warning("alert %s %s: %s", alert.rule.alertname, change.status, summary)
-        for listener in self.listeners:
-            listener(change)
         if self.registry is not None:
             await self._record(change)
+        # After the record, so the audit trail shows the alert before what it set off.
+        for listener in self.listeners:
+            listener(change)
         if self.webhook_url:
             await self._post(webhook_payload(change, self.external_url))
 

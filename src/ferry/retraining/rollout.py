@@ -27,9 +27,34 @@ PRODUCTION, CANARY, SHADOW = "production", "canary", "shadow"
 class LiveQuality:
     metric: str
     by_version: dict[int, tuple[float, int]]  # version -> (value, labelled rows)
+    task: str = "binary"
+    labels: list[str] | None = None
+    pairs: dict[int, list[tuple[Any, Any]]] = field(default_factory=dict)
 
     def of(self, version: int) -> tuple[float, int]:
         return self.by_version.get(version, (float("nan"), 0))
+
+    def difference(
+        self, new: int, old: int, confidence: float, draws: int = 400, seed: int = 0
+    ) -> tuple[float, float]:
+        """Interval of new minus old. The versions served different requests, so each side is
+        resampled on its own: a few hundred labels give intervals several points wide."""
+        rng = np.random.default_rng(seed)
+        a, b = self.pairs.get(new, []), self.pairs.get(old, [])
+        deltas = np.asarray(
+            [
+                _value(self.task, self.labels, _resample(a, rng))
+                - _value(self.task, self.labels, _resample(b, rng))
+                for _ in range(draws)
+            ]
+        )
+        tail = (1 - confidence) / 2 * 100
+        low, high = np.nanpercentile(deltas, [tail, 100 - tail])
+        return float(low), float(high)
+
+
+def _resample(pairs: list[tuple[Any, Any]], rng: np.random.Generator) -> list[tuple[Any, Any]]:
+    return [pairs[i] for i in rng.integers(0, len(pairs), len(pairs))]
 
 
 def _rows_by_version(
@@ -68,9 +93,8 @@ def live_quality(
     ROC-AUC of the logged scores (binary), accuracy (multiclass), -RMSE (regression)."""
     metric = {"binary": "roc_auc", "multiclass": "accuracy"}.get(task, "neg_rmse")
     found = _rows_by_version(store, name, since)
-    return LiveQuality(
-        metric, {v: (_value(task, labels, pairs), len(pairs)) for v, pairs in found.items()}
-    )
+    values = {v: (_value(task, labels, pairs), len(pairs)) for v, pairs in found.items()}
+    return LiveQuality(metric, values, task, labels, found)
 
 
 @dataclass
@@ -167,11 +191,19 @@ class Rollout:
             "champion_labels": old_n,
         }
         enough = min(new_n, old_n) >= plan.min_labels and np.isfinite(new) and np.isfinite(old)
-        if enough and new < old - plan.max_quality_drop:
+        if not enough or new >= old - plan.max_quality_drop:
+            return live
+        # Worse on these labels: roll back only when the interval says so too, since two
+        # versions on a few hundred different requests differ by several points by chance.
+        confidence = self.spec.retraining.gates.confidence
+        low, high = quality.difference(self.challenger, self.champion, confidence)
+        live.update(difference_low=_finite(low), difference_high=_finite(high))
+        if high < -plan.max_quality_drop:
             live["problem"] = (
                 f"live {quality.metric} of {self.challenger} is {new:.4f} on {new_n} labels, "
-                f"worse than the champion's {old:.4f} on {old_n} (allowed drop "
-                f"{plan.max_quality_drop:g})"
+                f"worse than the champion's {old:.4f} on {old_n}: difference interval "
+                f"[{low:+.4f}, {high:+.4f}] ({confidence:.0%}) is below the allowed drop "
+                f"{plan.max_quality_drop:g}"
             )
         return live
 
