@@ -17,33 +17,16 @@ from ferry.core.signature import InputSpec, strings_with_missing
 from ferry.core.stats import single_call_p99_ms
 from ferry.errors import DataError
 from ferry.serving.runtime import OnnxModel
-
-TRUE_WORDS = frozenset({"1", "1.0", "true", "yes", "y", "t"})
-
-
-def _boolean(values: pd.Series) -> np.ndarray:
-    if values.dtype == bool:
-        return values.to_numpy(dtype=np.float32)
-    words = values.astype("string").str.strip().str.lower()
-    out = words.isin(TRUE_WORDS).to_numpy(dtype=np.float32)
-    out[values.isna().to_numpy()] = np.nan
-    return out
-
-
-def _epochs(values: pd.Series) -> np.ndarray:
-    if pd.api.types.is_numeric_dtype(values):  # already epoch seconds (the prediction log)
-        return values.to_numpy(dtype=np.float64, na_value=np.nan)
-    stamps = pd.to_datetime(values, utc=True, errors="coerce")
-    return (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(na_value=np.nan)
+from ferry.training.features import as_bool, epoch_seconds
 
 
 def _column(spec: InputSpec, values: pd.Series) -> np.ndarray:
     if spec.kind == "categorical" or spec.dtype == "string":
         column = strings_with_missing(values.to_numpy())
     elif spec.kind == "boolean":
-        column = _boolean(values)
+        column = as_bool(values)
     elif spec.kind == "datetime":
-        column = _epochs(values)
+        column = epoch_seconds(values)
     else:
         column = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     dtype = np.float64 if spec.dtype == "float64" else np.float32

@@ -63,9 +63,13 @@ def plan_layout(
     return layout
 
 
-def _as_bool(values: pd.Series) -> np.ndarray:
+def as_bool(values: pd.Series) -> np.ndarray:
+    """0/1 in float32 with NaN for missing, from bools, numbers (logged graph inputs) or words."""
     if values.dtype == bool:
         return values.to_numpy(dtype=np.float32)
+    if pd.api.types.is_numeric_dtype(values):
+        numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        return np.where(np.isnan(numbers), np.nan, numbers != 0).astype(np.float32)
     words = values.astype("string").str.strip().str.lower()
     out = words.isin(TRUE_WORDS).to_numpy(dtype=np.float32)
     out[values.isna().to_numpy()] = np.nan
@@ -73,6 +77,9 @@ def _as_bool(values: pd.Series) -> np.ndarray:
 
 
 def epoch_seconds(values: pd.Series) -> np.ndarray:
+    """UTC epoch seconds; numbers are taken as epoch seconds already (the prediction log's)."""
+    if pd.api.types.is_numeric_dtype(values):
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
     stamps = pd.to_datetime(values, utc=True, errors="coerce")
     seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
     return seconds.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -86,7 +93,7 @@ def model_frame(frame: pd.DataFrame, layout: FeatureLayout) -> pd.DataFrame:
             dtype=np.float32, na_value=np.nan
         )
     for column in layout.boolean:
-        typed[column] = _as_bool(frame[column])
+        typed[column] = as_bool(frame[column])
     for column in layout.datetime:
         typed[column] = epoch_seconds(frame[column])
     for column in layout.categorical:
