@@ -5,9 +5,12 @@ with the model the lab picks for fraud (HistGradientBoosting, trained on 50,000 
 exported to an ONNX bundle), each side runs in its own process:
 
 - ``ferry``      ``ferry.distributed.batch.score_file``, what ``ferry predict`` runs: Parquet
-                 chunks -> Arrow/numpy feeds -> ONNX Runtime -> every input column plus
+                 chunks -> Arrow/numpy feeds -> the graph up to the trees in ONNX Runtime ->
+                 the trees in the compiled kernel (``--engine auto``) -> every input column plus
                  ``prediction`` and ``probability_*`` written to a Parquet file, chunk by chunk;
 - ``ferry-ids``  the same with ``--columns transaction_id`` (ids and outputs only);
+- ``ferry-ort``  the same as ``ferry`` with ``--engine onnxruntime``: the whole graph in ONNX
+                 Runtime, to show what the compiled trees bring;
 - ``reference``  ``pandas.read_parquet`` of the whole file, the lab's feature typing done with
                  vectorised pandas, and the fitted scikit-learn pipeline's ``predict_proba`` in
                  one call; nothing is written;
@@ -28,12 +31,10 @@ Results go to ``benchmarks/results/batch.{md,json}``.
 from __future__ import annotations
 
 import argparse
-import cProfile
 import json
 import os
 import pickle
 import platform
-import pstats
 import resource
 import subprocess
 import sys
@@ -65,6 +66,7 @@ class Run:
     baseline_rss_mb: float  # after imports, before any work
     chunks: int = 0
     parts_s: dict[str, float] = field(default_factory=dict)  # where the time went
+    engine: str = ""  # ferry's sides: what ran the graph
 
     @property
     def rows_per_s(self) -> float:
@@ -104,29 +106,17 @@ def ferry_side(args: argparse.Namespace) -> dict[str, Any]:
 
     baseline = _rss_mb()
     keep = ["transaction_id"] if args.side == "ferry-ids" else None
-    # cProfile sees the scoring thread only (feeds + graph); reads and writes run beside it.
-    profiler = cProfile.Profile()
-    profiler.enable()
-    report = score_file(args.bundle, args.input, args.output, chunk_rows=args.chunk_rows, keep=keep)
-    profiler.disable()
+    engine = "onnxruntime" if args.side == "ferry-ort" else "auto"
+    report = score_file(
+        args.bundle, args.input, args.output, chunk_rows=args.chunk_rows, keep=keep, engine=engine
+    )
     return {
         "rows": report.rows,
         "seconds": report.seconds,
         "chunks": report.chunks,
         "baseline_rss_mb": baseline,
-        "parts_s": {"graph": _graph_seconds(profiler)},
+        "engine": report.engine,
     }
-
-
-def _graph_seconds(profiler: cProfile.Profile) -> float:
-    """Wall time in ``BundleScorer.run``: ONNX Runtime's input conversion and graph, over the
-    slices it runs side by side."""
-    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
-    return sum(
-        row[3]
-        for (path, _, name), row in stats.items()
-        if name == "run" and path.endswith("distributed/scorer.py")
-    )
 
 
 def typed_frame(frame: pd.DataFrame, layout: dict[str, list[str]]) -> pd.DataFrame:
@@ -276,12 +266,13 @@ def run_all(args: argparse.Namespace, console: Console) -> tuple[Outcome, dict[s
         console.print(f"data {args.rows:,} rows in {timing['data_s']:.1f} s; model {outcome.model}")
         # Interleaved, so a burst of load from elsewhere hits both sides alike.
         for _ in range(args.repeats):
-            for side in ("ferry", "reference", "ferry-ids", "reference-lab"):
+            for side in ("ferry", "reference", "ferry-ids", "ferry-ort", "reference-lab"):
                 outcome.runs.append(measure(side, big, work, args.chunk_rows))
                 console.print(_line(outcome.runs[-1]))
         outcome.runs.append(measure("ferry", small, work, args.chunk_rows))  # memory at 1/5
         console.print(_line(outcome.runs[-1]))
         outcome.parity_max_abs_diff = parity(work, big)
+        timing["trees"] = tree_timing(work / "bundle", small)
     return outcome, timing
 
 
@@ -293,7 +284,8 @@ def _line(run: Run) -> str:
 
 
 def _parts(run: Run) -> str:
-    return ", ".join(f"{name} {seconds:.2f}" for name, seconds in run.parts_s.items())
+    parts = ", ".join(f"{name} {seconds:.2f}" for name, seconds in run.parts_s.items())
+    return parts or run.engine
 
 
 def summary(outcome: Outcome, args: argparse.Namespace) -> dict[str, Any]:
@@ -302,6 +294,7 @@ def summary(outcome: Outcome, args: argparse.Namespace) -> dict[str, Any]:
     ids = outcome.best("ferry-ids", args.rows)
     small = outcome.best("ferry", args.small_rows)
     lab = outcome.best("reference-lab", args.rows)
+    ort_side = outcome.best("ferry-ort", args.rows)
     ratio = ferry.rows_per_s / reference.rows_per_s
     peak = max(r.peak_rss_mb for r in outcome.runs if r.side.startswith("ferry"))
     return {
@@ -310,6 +303,9 @@ def summary(outcome: Outcome, args: argparse.Namespace) -> dict[str, Any]:
         "reference_rows_per_s": reference.rows_per_s,
         "ratio": ratio,
         "ratio_ids": ids.rows_per_s / reference.rows_per_s,
+        "ferry_ort_rows_per_s": ort_side.rows_per_s,
+        "ratio_ort": ort_side.rows_per_s / reference.rows_per_s,
+        "engine": ferry.engine,
         "reference_lab_rows_per_s": lab.rows_per_s,
         "ratio_vs_reference_lab": ferry.rows_per_s / lab.rows_per_s,
         "ratio_target_met": ratio >= TARGET_RATIO,
@@ -354,16 +350,19 @@ def write_results(out: Path, outcome: Outcome, meta: dict[str, Any]) -> None:
         f" and its first {meta['small_rows']:,} rows in another",
         f"- model: {outcome.model}",
         f"- ferry: `score_file` (= `ferry predict`), chunks of {meta['chunk_rows']:,} rows,"
-        " ONNX Runtime with one intra-op thread per core, output Parquet with every input"
-        " column + prediction + probabilities; `ferry-ids` keeps only transaction_id",
+        " the graph up to the trees in ONNX Runtime (one thread per core), the trees in the"
+        " compiled kernel, output Parquet with every input column + prediction +"
+        " probabilities; `ferry-ids` keeps only transaction_id; `ferry-ort` runs the whole"
+        " graph in ONNX Runtime",
         "- reference: pandas.read_parquet + vectorised typing + native pipeline predict_proba,"
         " nothing written; reference-lab types with the lab's model_frame instead",
-        f"- each side in its own process; best of {meta['repeats']} interleaved rounds of all four",
+        f"- each side in its own process; best of {meta['repeats']} interleaved rounds of all five",
         "",
         f"**ferry {s['ferry_rows_per_s']:,.0f} rows/s vs reference"
         f" {s['reference_rows_per_s']:,.0f} rows/s: {s['ratio']:.2f}x"
         f" (target {TARGET_RATIO:g}x: {'met' if s['ratio_target_met'] else 'NOT met'});"
-        f" ids only {s['ratio_ids']:.2f}x; against the lab's own typing (reference-lab)"
+        f" ids only {s['ratio_ids']:.2f}x; whole graph in ONNX Runtime {s['ratio_ort']:.2f}x;"
+        f" against the lab's own typing (reference-lab)"
         f" {s['ratio_vs_reference_lab']:.2f}x**",
         "",
         f"**ferry peak RSS {peaks[str(meta['rows'])]:.0f} MB at {meta['rows']:,} rows,"
@@ -373,7 +372,8 @@ def write_results(out: Path, outcome: Outcome, meta: dict[str, Any]) -> None:
         "",
         f"Parity: max |probability_1 ferry - reference| = {meta['parity_max_abs_diff']:.2e}",
         "",
-        "| side | rows | seconds | rows/s | peak RSS MB | RSS after imports MB | of which (s) |",
+        "| side | rows | seconds | rows/s | peak RSS MB | RSS after imports MB"
+        " | parts (s) or engine |",
         "|---|---|---|---|---|---|---|",
     ]
     lines += [
@@ -386,25 +386,80 @@ def write_results(out: Path, outcome: Outcome, meta: dict[str, Any]) -> None:
 
 
 def analysis(outcome: Outcome, meta: dict[str, Any]) -> list[str]:
-    """Where the time goes, from the best runs' parts: what bounds the ratio."""
+    """Where the time goes: the compiled trees against ONNX Runtime's, in and out of context."""
     rows = meta["rows"]
-    ferry, reference = outcome.best("ferry", rows), outcome.best("reference", rows)
-    graph = ferry.parts_s.get("graph", 0.0)
-    predict = reference.parts_s.get("predict_proba", 0.0)
-    if not graph or not predict:
-        return []
-    return [
+    ferry, ort_side = outcome.best("ferry", rows), outcome.best("ferry-ort", rows)
+    reference = outcome.best("reference", rows)
+    trees = meta.get("trees", {})
+    lines = [
         "Where the time goes (best runs):",
         "",
-        f"- ferry: {graph:.2f} s of {ferry.seconds:.2f} s ({graph / ferry.seconds:.0%}) inside"
-        " ONNX Runtime (input conversion + graph); reading, feeding and writing take the rest,"
-        " partly overlapped with the graph",
-        f"- reference: predict_proba {predict:.2f} s of {reference.seconds:.2f} s; the graph runs"
-        f" {predict / graph:.2f}x faster than the native pipeline's predict_proba",
-        f"- so even with free I/O ferry could not beat the reference by more than"
-        f" {reference.seconds / graph:.2f}x on this model and machine: the tree ensemble's"
-        " evaluation bounds both sides",
+        f"- the whole file with the whole graph in ONNX Runtime (`ferry-ort`):"
+        f" {ort_side.seconds:.2f} s; with the trees compiled (`ferry`): {ferry.seconds:.2f} s"
+        f" ({ort_side.seconds / ferry.seconds:.2f}x)",
+        f"- reference: predict_proba {reference.parts_s.get('predict_proba', 0):.2f} s of"
+        f" {reference.seconds:.2f} s",
     ]
+    if trees:
+        lines.append(
+            f"- the tree ensemble alone on {trees['rows']:,} prepared rows, one thread:"
+            f" ONNX Runtime {trees['onnxruntime_s']:.3f} s, compiled kernel"
+            f" {trees['kernel_s']:.3f} s ({trees['onnxruntime_s'] / trees['kernel_s']:.1f}x);"
+            f" the graph before the trees {trees['prefix_s']:.3f} s; max |difference| of the"
+            f" scores {trees['max_abs_diff']:.1e}"
+        )
+    return lines
+
+
+def tree_timing(bundle: Path, data: Path, rows: int = 500_000) -> dict[str, Any]:
+    """The tree ensemble alone, ONNX Runtime against the compiled kernel, on the same rows."""
+    import onnx
+    import pyarrow.parquet as pq
+    from onnx import helper
+
+    from ferry.core.bundle import verify_bundle
+    from ferry.distributed.compiled import compile_graph
+    from ferry.distributed.feeds import batch_feeds
+    from ferry.distributed.quickscore import raw_scores
+    from ferry.serving.runtime import OnnxModel
+
+    manifest = verify_bundle(bundle)
+    batch = pq.read_table(data).slice(0, rows).combine_chunks().to_batches()[0]
+    compiled, _ = compile_graph(bundle / "model.onnx")
+    assert compiled is not None
+    feeds = batch_feeds(manifest.signature, batch, codes=compiled.categories)
+    prefix_s, prepared = _best_of(lambda: compiled.prefix.run(feeds)[compiled.features])
+    model = onnx.load(str(bundle / "model.onnx"))
+    node = next(n for n in model.graph.node if n.op_type.startswith("TreeEnsemble"))
+    graph = helper.make_graph(
+        [node], "trees",
+        [helper.make_tensor_value_info(node.input[0], onnx.TensorProto.FLOAT, None)],
+        [
+            helper.make_tensor_value_info(node.output[0], onnx.TensorProto.INT64, None),
+            helper.make_tensor_value_info(node.output[1], onnx.TensorProto.FLOAT, None),
+        ],
+    )
+    alone = helper.make_model(graph, opset_imports=model.opset_import)
+    trees = OnnxModel(alone.SerializeToString())
+    ort_s, answer = _best_of(lambda: trees.run({node.input[0]: prepared}))
+    kernel_s, scores = _best_of(lambda: raw_scores(compiled.tables, prepared))
+    from ferry.distributed.compiled import finish
+
+    probabilities = finish(compiled.tables, scores)[1]
+    reference = answer[node.output[1]]
+    return {
+        "rows": rows, "prefix_s": prefix_s, "onnxruntime_s": ort_s, "kernel_s": kernel_s,
+        "max_abs_diff": float(np.abs(probabilities - reference).max()),
+    }
+
+
+def _best_of(work: Any, repeats: int = 3) -> tuple[float, Any]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        result = work()
+        best = min(best, time.perf_counter() - started)
+    return best, result
 
 
 def machine() -> dict[str, Any]:
@@ -426,7 +481,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Internal: one measured side in this process.
     parser.add_argument(
         "--side",
-        choices=["ferry", "ferry-ids", "reference", "reference-lab"],
+        choices=["ferry", "ferry-ids", "ferry-ort", "reference", "reference-lab"],
         help=argparse.SUPPRESS,
     )
     for name in ("--input", "--output", "--bundle", "--model", "--layout"):
@@ -454,6 +509,7 @@ def main(argv: list[str] | None = None) -> None:
         "model": outcome.model,
         "timing": timing,
         "parity_max_abs_diff": outcome.parity_max_abs_diff,
+        "trees": timing.pop("trees"),
     }
     meta["summary"] = summary(outcome, args)
     print_table(outcome, console)

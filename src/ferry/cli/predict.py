@@ -18,8 +18,8 @@ from rich.progress import (
 )
 
 from ferry.cli.console import console
-from ferry.distributed import DEFAULT_CHUNK_ROWS
-from ferry.errors import BundleError
+from ferry.distributed import DEFAULT_CHUNK_ROWS, ENGINES, Engine
+from ferry.errors import BundleError, DataError
 from ferry.settings import Settings
 
 if TYPE_CHECKING:  # Arrow and ONNX Runtime load only when a file is scored
@@ -92,11 +92,19 @@ def _names(values: list[str] | None) -> list[str] | None:
     return [name.strip() for value in values for name in value.split(",") if name.strip()]
 
 
+def _engine(value: str) -> Engine:
+    for engine in ENGINES:
+        if value == engine:
+            return engine
+    raise DataError(f"--engine {value!r} is not one of {', '.join(ENGINES)}")
+
+
 def _summary(report: ScoreReport) -> None:
     console.print(
         f"scored {report.rows:,} rows in {report.chunks} chunk(s), {report.seconds:.1f} s "
         f"({report.rows_per_s:,.0f} rows/s) -> {report.output}"
     )
+    console.print(f"  graph: {report.engine}")
     for worker, chunks in sorted(report.workers.items()):
         console.print(f"  {worker}: {chunks} chunk(s)")
 
@@ -119,10 +127,18 @@ def predict_command(
     dask: str | None = typer.Option(
         None, "--dask", help="Score on this Dask scheduler, e.g. tcp://scheduler:8786."
     ),
+    engine: str = typer.Option(
+        "auto",
+        "--engine",
+        help="auto: tree ensembles compiled for large files, once they match ONNX Runtime on "
+        "the first rows; onnxruntime: the whole graph in ONNX Runtime; compiled: compiled "
+        "trees or an error.",
+    ),
 ) -> None:
     """Score a large file in bounded memory: prediction, then one probability per class."""
     from ferry.distributed.batch import score_file
 
+    engine_name = _engine(engine)
     bundle = _bundle_dir(model, Settings())
     with RowsProgress() as progress:
         report = score_file(
@@ -133,6 +149,7 @@ def predict_command(
             keep=_names(columns),
             dask_address=dask,
             observer=progress,
+            engine=engine_name,
         )
     _summary(report)
 

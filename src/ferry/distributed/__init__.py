@@ -5,5 +5,9 @@ process or on a Dask cluster. Dask itself is imported only by ``cluster`` and ``
 those only on the ``--dask`` path, so local scoring needs no Dask installed.
 """
 
-# Here rather than in ``batch`` so the CLI can show it without importing Arrow and ORT.
+from typing import Literal
+
+# Here rather than in ``batch`` so the CLI can show them without importing Arrow and ORT.
 DEFAULT_CHUNK_ROWS = 100_000
+Engine = Literal["auto", "onnxruntime", "compiled"]
+ENGINES: tuple[Engine, ...] = ("auto", "onnxruntime", "compiled")

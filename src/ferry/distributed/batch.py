@@ -17,12 +17,16 @@ from typing import Protocol
 import pyarrow as pa
 
 from ferry.core.bundle import BundleManifest, verify_bundle
-from ferry.distributed import DEFAULT_CHUNK_ROWS
+from ferry.distributed import DEFAULT_CHUNK_ROWS, Engine
 from ferry.distributed.files import ChunkReader, ChunkWriter, file_format, open_reader
 from ferry.distributed.scorer import BundleScorer, output_names, output_schema
 from ferry.errors import DataError, SignatureError
 
 __all__ = ["DEFAULT_CHUNK_ROWS", "ScoreReport", "score_file"]
+
+# "auto" compiles trees only for files this large: below it, loading numba (and the first
+# compilation on a new machine) costs more than the trees do in ONNX Runtime.
+COMPILE_MIN_ROWS = 200_000
 
 
 class ScoreObserver(Protocol):
@@ -46,6 +50,7 @@ class ScoreReport:
     chunks: int = 0
     seconds: float = 0.0
     workers: dict[str, int] = field(default_factory=dict)  # Dask worker -> chunks it scored
+    engine: str = "onnxruntime"  # what ran the graph, and why when not the compiled trees
 
     @property
     def rows_per_s(self) -> float:
@@ -115,9 +120,11 @@ def score_file(
     dask_address: str | None = None,
     observer: ScoreObserver | None = None,
     threads: int | None = None,
+    engine: Engine = "auto",
 ) -> ScoreReport:
     """Score ``source`` into ``output`` (Parquet or CSV by name); ``keep`` limits the copied
-    input columns (default: all). ``threads`` (graph calls side by side) defaults to the cores."""
+    input columns (default: all). ``threads`` (graph calls side by side) defaults to the cores.
+    ``engine``: see ``BundleScorer``; on Dask each worker process compiles its own."""
     _check_arguments(source, output, chunk_rows)
     started = time.perf_counter()
     manifest = verify_bundle(bundle_dir)
@@ -132,13 +139,18 @@ def score_file(
         if dask_address:
             from ferry.distributed.cluster import score_on_cluster
 
-            report.workers = score_on_cluster(dask_address, bundle_dir, chunks, plan, sink)
+            engine = _engine(engine, reader.total_rows)
+            report.workers, engines = score_on_cluster(
+                dask_address, bundle_dir, chunks, plan, sink, engine
+            )
+            report.engine = "; ".join(sorted(engines)) or "onnxruntime"
         else:
-            scorer = BundleScorer(bundle_dir, threads)
+            scorer = BundleScorer(bundle_dir, threads, _engine(engine, reader.total_rows))
             try:
                 _score_here(scorer, chunks, sink)
             finally:
                 scorer.close()
+            report.engine = scorer.engine
         writer.finish(_empty_schema(reader, plan, manifest))
     report.rows, report.chunks = sink.rows, sink.chunks
     report.seconds = time.perf_counter() - started
@@ -161,6 +173,12 @@ def _score_here(scorer: BundleScorer, chunks: Iterator[pa.RecordBatch], sink: Ch
             writing = io.submit(sink.put, batch, outputs)
         if writing is not None:
             writing.result()
+
+
+def _engine(asked: Engine, total_rows: int | None) -> Engine:
+    if asked == "auto" and total_rows is not None and total_rows < COMPILE_MIN_ROWS:
+        return "onnxruntime"
+    return asked
 
 
 def _empty_schema(reader: ChunkReader, plan: ColumnPlan, manifest: BundleManifest) -> pa.Schema:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from ferry.core.bundle import MANIFEST, verify_bundle
+from ferry.distributed import Engine
 from ferry.distributed.scorer import BundleScorer, cores
 from ferry.errors import ErrorCode, FerryError
 
@@ -113,35 +114,42 @@ _LOCK = threading.Lock()
 LOADS = Counter[str]()  # bundle key -> times this process loaded it (once, unless evicted)
 
 
-def loaded_scorer(bundle: BundleFiles, threads: int) -> BundleScorer:
+def loaded_scorer(
+    bundle: BundleFiles, threads: int, engine: Engine = "onnxruntime"
+) -> BundleScorer:
     """This process's scorer for ``bundle``: written to a temporary directory, verified and
     loaded on first use, then reused by every task (sessions are thread-safe)."""
+    key = f"{bundle.key}-{engine}"
     with _LOCK:
-        if bundle.key in _LOADED:
-            _LOADED.move_to_end(bundle.key)
-            return _LOADED[bundle.key][0]
+        if key in _LOADED:
+            _LOADED.move_to_end(key)
+            return _LOADED[key][0]
         directory = Path(tempfile.mkdtemp(prefix=f"ferry-bundle-{bundle.key[:12]}-"))
         for name, data in bundle.files.items():
             (directory / name).parent.mkdir(parents=True, exist_ok=True)
             (directory / name).write_bytes(data)
-        _LOADED[bundle.key] = (BundleScorer(directory, threads), directory)
+        _LOADED[key] = (BundleScorer(directory, threads, engine), directory)
         LOADS[bundle.key] += 1
         while len(_LOADED) > _KEEP_LOADED:
             _, (evicted, old) = _LOADED.popitem(last=False)
             evicted.close()
             shutil.rmtree(old, ignore_errors=True)
-        return _LOADED[bundle.key][0]
+        return _LOADED[key][0]
 
 
 def score_chunk(
-    bundle: BundleFiles, features: pa.RecordBatch, first_row: int, threads: dict[str, int]
-) -> tuple[pa.RecordBatch, str]:
-    """Runs on a worker: the chunk's output columns, and which worker made them."""
+    bundle: BundleFiles,
+    features: pa.RecordBatch,
+    first_row: int,
+    threads: dict[str, int],
+    engine: Engine = "onnxruntime",
+) -> tuple[pa.RecordBatch, str, str]:
+    """Runs on a worker: the chunk's output columns, which worker made them, and how."""
     from distributed import get_worker
 
     address = get_worker().address
-    scorer = loaded_scorer(bundle, threads.get(address, 1))
-    return scorer.score(features, first_row), address
+    scorer = loaded_scorer(bundle, threads.get(address, 1), engine)
+    return scorer.score(features, first_row), address, scorer.engine
 
 
 def score_on_cluster(
@@ -150,36 +158,41 @@ def score_on_cluster(
     chunks: Iterator[pa.RecordBatch],
     plan: ColumnPlan,
     sink: ChunkSink,
-) -> dict[str, int]:
-    """Score every chunk on the cluster; returns how many chunks each worker scored."""
+    engine: Engine = "onnxruntime",
+) -> tuple[dict[str, int], set[str]]:
+    """Score every chunk on the cluster; returns how many chunks each worker scored, and
+    what ran the graph there (``BundleScorer.engine``)."""
     with dask_client(address) as client:
         bundle = client.scatter(BundleFiles.read(bundle_dir), broadcast=True, hash=False)
         threads = graph_threads(client)
         # Two chunks per worker thread: one running, one queued behind it.
         limit = 2 * worker_threads(client)
         done = Counter[str]()
+        engines: set[str] = set()
         pending: deque[tuple[Future, pa.RecordBatch]] = deque()
         try:
             for batch in chunks:
                 first_row = sink.rows + sum(b.num_rows for _, b in pending)
+                features = batch.select(plan.features)
                 future = client.submit(
-                    score_chunk, bundle, batch.select(plan.features), first_row, threads, pure=False
+                    score_chunk, bundle, features, first_row, threads, engine, pure=False
                 )
                 pending.append((future, batch))
                 if len(pending) >= limit:
-                    _write_oldest(pending, sink, done)
+                    engines.add(_write_oldest(pending, sink, done))
             while pending:
-                _write_oldest(pending, sink, done)
+                engines.add(_write_oldest(pending, sink, done))
         finally:
             client.cancel([f for f, _ in pending])
-        return dict(done)
+        return dict(done), engines
 
 
 def _write_oldest(
     pending: deque[tuple[Future, pa.RecordBatch]], sink: ChunkSink, done: Counter[str]
-) -> None:
+) -> str:
     future, batch = pending.popleft()
     # Errors raised on a worker (a bad value in a chunk) come back as themselves.
-    outputs, worker = future.result()
+    outputs, worker, engine = future.result()
     sink.put(batch, outputs)
     done[worker] += 1
+    return str(engine)

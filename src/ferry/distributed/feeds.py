@@ -7,6 +7,8 @@ times are UTC), categoricals as strings with missing values spelled ``MISSING_CA
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,10 +25,19 @@ _NS_PER_UNIT = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 _NAT = np.iinfo(np.int64).min  # numpy's NaT: null times become NaN seconds
 
 
-def batch_feeds(signature: Signature, batch: pa.RecordBatch, first_row: int = 0) -> Feeds:
-    """Feeds for every graph input; ``first_row`` numbers rows in error messages."""
+def batch_feeds(
+    signature: Signature,
+    batch: pa.RecordBatch,
+    first_row: int = 0,
+    codes: Mapping[str, list[str]] | None = None,
+) -> Feeds:
+    """Feeds for every graph input; ``first_row`` numbers rows in error messages. Inputs named
+    in ``codes`` are given as positions in their category list (``category_codes``)."""
+    codes = codes or {}
     return {
-        spec.name: column_feed(spec, batch.column(spec.name), first_row)
+        spec.name: category_codes(batch.column(spec.name), codes[spec.name])
+        if spec.name in codes
+        else column_feed(spec, batch.column(spec.name), first_row)
         for spec in signature.inputs
     }
 
@@ -55,16 +66,38 @@ def categories(column: pa.Array) -> np.ndarray:
     Each distinct value is turned into a Python string once and shared by its rows: the cost
     is a dictionary encode in Arrow plus one numpy take.
     """
-    if pa.types.is_dictionary(column.type) and _is_text(column.type.value_type):
-        encoded = column
-    elif _is_text(column.type) or pa.types.is_string_view(column.type):
-        encoded = pc.dictionary_encode(column.cast(pa.large_string()))
-    else:  # numbers or booleans held as categories: spelled as training spelled them (str())
+    encoded = _dictionary(column)
+    if encoded is None:  # numbers or booleans held as categories: spelled as training did (str())
         return strings_with_missing(column.to_numpy(zero_copy_only=False))
     names = strings_with_missing(encoded.dictionary.to_numpy(zero_copy_only=False))
     lookup = np.append(names, np.asarray([MISSING_CATEGORY], dtype=object))
     codes = pc.fill_null(encoded.indices, len(names)).to_numpy(zero_copy_only=False)
     return lookup[codes]
+
+
+def category_codes(column: pa.Array, known: list[str]) -> np.ndarray:
+    """int64 [n, 1]: each value's position in ``known``, -1 when it is not there; values are
+    spelled as ``categories`` spells them, so a code means what the text would have meant.
+    Only the distinct values are looked up, so no Python string is made per row."""
+    positions = {category: i for i, category in enumerate(known)}
+    missing = positions.get(MISSING_CATEGORY, -1)
+    encoded = _dictionary(column)
+    if encoded is None:  # numbers or booleans held as categories: rare, so row by row
+        texts = categories(column)
+        return np.asarray([positions.get(t, -1) for t in texts], dtype=np.int64).reshape(-1, 1)
+    names = strings_with_missing(encoded.dictionary.to_numpy(zero_copy_only=False))
+    lookup = np.asarray([*(positions.get(name, -1) for name in names), missing], dtype=np.int64)
+    indices = pc.fill_null(encoded.indices, len(names)).to_numpy(zero_copy_only=False)
+    return lookup[indices].reshape(-1, 1)
+
+
+def _dictionary(column: pa.Array) -> pa.DictionaryArray | None:
+    """Text as a dictionary array; None for a column that is not text."""
+    if pa.types.is_dictionary(column.type) and _is_text(column.type.value_type):
+        return column
+    if _is_text(column.type) or pa.types.is_string_view(column.type):
+        return pc.dictionary_encode(column.cast(pa.large_string()))
+    return None
 
 
 def _numbers(spec: InputSpec, column: pa.Array) -> np.ndarray:

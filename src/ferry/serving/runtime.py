@@ -31,10 +31,12 @@ def session_options(intra_threads: int) -> ort.SessionOptions:
 class OnnxModel:
     """A loaded graph; ``run`` is thread-safe (ONNX Runtime sessions are)."""
 
-    def __init__(self, path: Path, intra_threads: int = 1) -> None:
+    def __init__(self, graph: Path | bytes, intra_threads: int = 1) -> None:
+        """``graph``: a .onnx file, or a serialised graph (batch scoring builds its own)."""
+        source = graph if isinstance(graph, bytes) else str(graph)
         try:
             self.session = ort.InferenceSession(
-                str(path), session_options(intra_threads), providers=["CPUExecutionProvider"]
+                source, session_options(intra_threads), providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # ORT raises its own untyped errors for bad graphs
             raise BundleError(f"ONNX Runtime cannot load the graph: {str(exc)[:200]}") from exc

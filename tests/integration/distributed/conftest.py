@@ -29,6 +29,12 @@ SPECS: dict[str, dict[str, Any]] = {
         "data": {"source": "builtin:fraud", "target": "is_fraud", "rows": 3000},
         "search": {"families": ["logistic"], **FAST_SEARCH},
     },
+    "trees": {  # a tree ensemble: what ferry predict compiles
+        "name": "fraud",
+        "task": "classification",
+        "data": {"source": "builtin:fraud", "target": "is_fraud", "rows": 4000},
+        "search": {"families": ["hist_gb"], **FAST_SEARCH},
+    },
     "diabetes": {
         "name": "diabetes",
         "task": "regression",
@@ -47,6 +53,11 @@ def _train(tmp_path_factory: pytest.TempPathFactory, key: str) -> Path:
 @pytest.fixture(scope="session")
 def fraud_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _train(tmp_path_factory, "fraud")
+
+
+@pytest.fixture(scope="session")
+def trees_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _train(tmp_path_factory, "trees")
 
 
 @pytest.fixture(scope="session")

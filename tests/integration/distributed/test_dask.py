@@ -83,6 +83,30 @@ def test_batch_scoring_on_workers_matches_local(
         np.testing.assert_allclose(remote[column], local[column], atol=1e-6)
 
 
+def test_workers_compile_the_trees_and_agree_with_onnx_runtime_here(
+    tmp_path: Path, trees_bundle: Path, fraud_rows: pd.DataFrame, dask_cluster: Any
+) -> None:
+    source = tmp_path / "in.parquet"
+    fraud_rows.to_parquet(source)
+    here = score_file(
+        trees_bundle, source, tmp_path / "here.parquet", chunk_rows=1000, engine="onnxruntime"
+    )
+    there = score_file(
+        trees_bundle,
+        source,
+        tmp_path / "there.parquet",
+        chunk_rows=1000,
+        dask_address=dask_cluster.scheduler_address,
+        engine="compiled",
+    )
+    assert here.engine == "onnxruntime"
+    assert there.engine.startswith("compiled trees (equal to ONNX Runtime on 1,000 rows)")
+    local = pd.read_parquet(tmp_path / "here.parquet")
+    remote = pd.read_parquet(tmp_path / "there.parquet")
+    assert remote["prediction"].tolist() == local["prediction"].tolist()
+    np.testing.assert_allclose(remote["probability_1"], local["probability_1"], atol=1e-6)
+
+
 def test_a_bad_chunk_on_a_worker_fails_the_job(
     tmp_path: Path, fraud_bundle: Path, fraud_rows: pd.DataFrame, dask_cluster: Any
 ) -> None:

@@ -23,7 +23,7 @@ PYPROJECT = ROOT / "pyproject.toml"
 # pyproject dependencies the serve image leaves out: the lab, and onnx (only export uses it).
 LAB = {
     "pandas", "pyarrow", "scikit-learn", "skl2onnx", "onnxmltools", "lightgbm", "optuna",
-    "threadpoolctl", "matplotlib", "onnx",
+    "threadpoolctl", "matplotlib", "onnx", "numba",
 }
 # pyproject extras: those the serve image installs, and those it leaves to the full image.
 SERVED_EXTRAS = ("postgres", "s3")
