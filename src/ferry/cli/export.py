@@ -16,8 +16,8 @@ import typer
 from rich.table import Table
 
 from ferry.cli.console import console
+from ferry.cli.context import actor, open_registry, run_dir
 from ferry.cli.progress import RichObserver
-from ferry.cli.train import _actor, _registry, _run_dir
 from ferry.core.bundle import MODEL, BundleManifest, verify_bundle, write_bundle
 from ferry.core.spec import Spec, load_spec
 from ferry.errors import SpecError
@@ -85,7 +85,7 @@ def _register(
     version = registry.register(
         parent.name,
         out,
-        actor=_actor(settings),
+        actor=actor(settings),
         reason=f"ferry export --quantize {method} of {parent.name}:{parent.version}",
     )
     console.print(
@@ -110,7 +110,7 @@ def export_command(
     """Quantize a registered version to INT8 and register it if its metric holds up."""
     spec = load_spec(spec_path)
     settings = Settings()
-    registry = _registry(settings)
+    registry = open_registry(settings)
     parent = registry.resolve(ref)
     scratch = Path(tempfile.mkdtemp(prefix="ferry-export-"))
     try:
@@ -121,7 +121,7 @@ def export_command(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     console.print(_table(result))
-    out = _run_dir(settings, f"{spec.name}-int8") / "bundle"
+    out = run_dir(settings, f"{spec.name}-int8") / "bundle"
     _write(manifest, result, parent.version, out)
     allowed = spec.export.max_quantization_drop
     if result.drop > allowed:
@@ -135,7 +135,7 @@ def export_command(
     version = _register(registry, settings, parent, out, quantize)
     if alias:
         registry.set_alias(
-            version.name, alias, version.version, actor=_actor(settings), reason="ferry export"
+            version.name, alias, version.version, actor=actor(settings), reason="ferry export"
         )
         console.print(f"alias: {version.name}@{alias} -> {version.version}")
 

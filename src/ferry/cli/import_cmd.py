@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -170,12 +169,11 @@ def import_command(
 def _import_and_register(
     request: ImportRequest, out: Path, settings: Settings, alias: str | None, reason: str
 ) -> None:
+    from ferry.cli import context
     from ferry.importing import import_model
-    from ferry.registry import open_registry
 
-    settings.home.mkdir(parents=True, exist_ok=True)
-    actor = settings.actor or getpass.getuser()
-    registry = open_registry(settings.resolved_registry_url(), settings.resolved_artifacts_url())
+    registry = context.open_registry(settings)
+    actor = context.actor(settings)
     try:
         outcome = import_model(request, out, registry=registry, actor=actor, reason=reason or None)
         _summary(outcome)

@@ -88,10 +88,10 @@ def _choose_version(seen: Counter[int], model: str, period: str, asked: int | No
 
 
 def _manifest(settings: Settings, model: str, version: int) -> BundleManifest:
+    from ferry.cli.context import open_registry
     from ferry.core.bundle import BundleManifest
-    from ferry.registry import open_registry
 
-    registry = open_registry(settings.resolved_registry_url(), settings.resolved_artifacts_url())
+    registry = open_registry(settings)
     try:
         # The registry database holds each version's full manifest, reference statistics
         # included: no need to download the model itself.

@@ -3,69 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 import typer
-from rich.progress import (
-    BarColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from ferry.cli.console import console
+from ferry.cli.progress import RowsProgress
 from ferry.distributed import DEFAULT_CHUNK_ROWS, ENGINES, Engine
 from ferry.errors import BundleError, DataError
 from ferry.settings import Settings
 
 if TYPE_CHECKING:  # Arrow and ONNX Runtime load only when a file is scored
     from ferry.distributed.batch import ScoreReport
-
-
-class RowsProgress:
-    """A rich bar over the input's rows (estimated for CSV), with the scoring speed."""
-
-    def __init__(self) -> None:
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("scoring"),
-            BarColumn(),
-            TextColumn("{task.fields[rows]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
-        self.task: TaskID | None = None
-        self.done = 0
-
-    def __enter__(self) -> RowsProgress:
-        self.progress.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self.task is not None and kind is None:
-            self.progress.update(self.task, total=self.done, completed=self.done)
-        self.progress.stop()
-
-    def start(self, total_rows: int | None) -> None:
-        self.task = self.progress.add_task("scoring", total=total_rows, rows="")
-
-    def advance(self, rows: int) -> None:
-        assert self.task is not None
-        self.done += rows
-        task = self.progress.tasks[self.task]
-        # A CSV's row count is an estimate: let the bar's end follow the rows really read.
-        total = max(task.total or 0, self.done)
-        self.progress.update(self.task, advance=rows, total=total, rows=f"{self.done:,} rows")
 
 
 def _bundle_dir(model: str, settings: Settings) -> Path:
@@ -78,11 +27,9 @@ def _bundle_dir(model: str, settings: Settings) -> Path:
             f"{model!r} is not a bundle directory; pass a directory holding manifest.json "
             "and model.onnx, or a registry ref like fraud@production or fraud:3"
         )
-    from ferry.registry import open_registry
+    from ferry.cli.context import open_registry
 
-    settings.home.mkdir(parents=True, exist_ok=True)
-    registry = open_registry(settings.resolved_registry_url(), settings.resolved_artifacts_url())
-    with registry:
+    with open_registry(settings) as registry:
         return registry.fetch(model, settings.home / "cache")
 
 

@@ -101,12 +101,12 @@ class Traffic:
     def live_auc(self) -> float:
         import numpy as np
 
-        from ferry.retraining.compare import _binary_auc
+        from ferry.retraining.compare import binary_auc
 
         truth = np.asarray([s[0] for s in self.scores])
         scores = np.asarray([s[1] for s in self.scores])
         self.scores.clear()
-        return _binary_auc(truth, scores)
+        return binary_auc(truth, scores)
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -279,7 +279,8 @@ def quickstart_command(
 ) -> None:
     """The whole loop on builtin:fraud with embedded defaults: train, serve, drift, retrain,
     gate, canary, promote. Leaves the server running (or stops it with --no-serve)."""
-    from ferry.cli.train import _registry, run_training
+    from ferry.cli.context import open_registry
+    from ferry.cli.train import run_training
 
     settings = Settings()
     spec, data = _spec(time_budget)
@@ -298,7 +299,7 @@ def quickstart_command(
     loop.start_server()
     story.say(f"serving fraud@production at {loop.url} (REST, V2), monitoring and retraining on")
     try:
-        ended = run_loop(loop, _registry(settings), timeout)
+        ended = run_loop(loop, open_registry(settings), timeout)
     except BaseException:
         loop.stop_server()
         raise

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -13,9 +12,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ferry.cli import context
 from ferry.cli.console import console
 from ferry.core.refs import parse_ref
-from ferry.registry import Registry, open_registry
+from ferry.registry import Registry
 from ferry.registry.records import AliasTarget, Event, ModelVersion
 from ferry.settings import Settings
 
@@ -29,10 +29,9 @@ registry_app = typer.Typer(
 def _session() -> Iterator[tuple[Registry, str]]:
     """The registry and the actor, from settings read once for this command."""
     settings = Settings()
-    settings.home.mkdir(parents=True, exist_ok=True)
-    registry = open_registry(settings.resolved_registry_url(), settings.resolved_artifacts_url())
+    registry = context.open_registry(settings)
     try:
-        yield registry, settings.actor or getpass.getuser()
+        yield registry, context.actor(settings)
     finally:
         registry.close()
 

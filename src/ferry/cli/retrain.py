@@ -29,7 +29,7 @@ def _check_spec(name: str, spec: Spec) -> None:
 def run_retrain(
     spec: Spec, settings: Settings, *, trigger: str, reason: str, roll_out: bool
 ) -> RetrainOutcome:
-    from ferry.cli.train import _actor, _registry
+    from ferry.cli.context import actor, open_registry
     from ferry.monitoring.predlog import open_store
     from ferry.retraining.job import RetrainJob
 
@@ -38,10 +38,10 @@ def run_retrain(
     with RichObserver(budget) as observer:
         job = RetrainJob(
             spec,
-            _registry(settings),
+            open_registry(settings),
             store,
             settings.home,
-            actor=_actor(settings),
+            actor=actor(settings),
             trigger=trigger,
             reason=reason,
             observer=observer,

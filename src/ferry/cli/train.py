@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ferry.cli.console import console
+from ferry.cli.context import actor, open_registry, run_dir
 from ferry.cli.progress import RichObserver
 from ferry.cli.specs import TEMPLATE
 from ferry.core.spec import Spec, load_spec, parse_spec
@@ -19,23 +18,6 @@ from ferry.settings import Settings
 
 if TYPE_CHECKING:  # the lab pulls in scikit-learn and friends: import it only to run it
     from ferry.lab import TrainOutcome
-    from ferry.registry.service import Registry
-
-
-def _registry(settings: Settings) -> Registry:
-    from ferry.registry import open_registry
-
-    settings.home.mkdir(parents=True, exist_ok=True)
-    return open_registry(settings.resolved_registry_url(), settings.resolved_artifacts_url())
-
-
-def _actor(settings: Settings) -> str:
-    return settings.actor or getpass.getuser()
-
-
-def _run_dir(settings: Settings, name: str) -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-    return settings.home / "runs" / f"{name}-{stamp}"
 
 
 def _leaderboard(outcome: TrainOutcome) -> Table:
@@ -103,13 +85,13 @@ def run_training(
 ) -> TrainOutcome:
     from ferry.lab import train
 
-    registry = _registry(settings)
+    registry = open_registry(settings)
     with RichObserver(spec.search.time_budget_s) as observer:
         outcome = train(
             spec,
-            _run_dir(settings, spec.name),
+            run_dir(settings, spec.name),
             registry=registry,
-            actor=_actor(settings),
+            actor=actor(settings),
             observer=observer,
             dask_address=dask_address,
         )
@@ -123,7 +105,7 @@ def run_training(
             spec.name,
             alias,
             outcome.version.version,
-            actor=_actor(settings),
+            actor=actor(settings),
             reason="passed gates in ferry train",
         )
         console.print(f"alias: {spec.name}@{alias} -> {outcome.version.version}")

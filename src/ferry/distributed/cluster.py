@@ -12,6 +12,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import uuid
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -115,11 +116,12 @@ LOADS = Counter[str]()  # bundle key -> times this process loaded it (once, unle
 
 
 def loaded_scorer(
-    bundle: BundleFiles, threads: int, engine: Engine = "onnxruntime"
+    bundle: BundleFiles, threads: int, engine: Engine = "onnxruntime", job: str = ""
 ) -> BundleScorer:
     """This process's scorer for ``bundle``: written to a temporary directory, verified and
-    loaded on first use, then reused by every task (sessions are thread-safe)."""
-    key = f"{bundle.key}-{engine}"
+    loaded on first use, then reused by every task (sessions are thread-safe). Compiled
+    trees are loaded per ``job``, so that each job checks them on its own rows."""
+    key = bundle.key if engine == "onnxruntime" else f"{bundle.key}-{engine}-{job}"
     with _LOCK:
         if key in _LOADED:
             _LOADED.move_to_end(key)
@@ -143,12 +145,13 @@ def score_chunk(
     first_row: int,
     threads: dict[str, int],
     engine: Engine = "onnxruntime",
+    job: str = "",
 ) -> tuple[pa.RecordBatch, str, str]:
     """Runs on a worker: the chunk's output columns, which worker made them, and how."""
     from distributed import get_worker
 
     address = get_worker().address
-    scorer = loaded_scorer(bundle, threads.get(address, 1), engine)
+    scorer = loaded_scorer(bundle, threads.get(address, 1), engine, job)
     return scorer.score(features, first_row), address, scorer.engine
 
 
@@ -169,13 +172,14 @@ def score_on_cluster(
         limit = 2 * worker_threads(client)
         done = Counter[str]()
         engines: set[str] = set()
+        job = uuid.uuid4().hex
         pending: deque[tuple[Future, pa.RecordBatch]] = deque()
         try:
             for batch in chunks:
                 first_row = sink.rows + sum(b.num_rows for _, b in pending)
                 features = batch.select(plan.features)
                 future = client.submit(
-                    score_chunk, bundle, features, first_row, threads, engine, pure=False
+                    score_chunk, bundle, features, first_row, threads, engine, job, pure=False
                 )
                 pending.append((future, batch))
                 if len(pending) >= limit:

@@ -45,6 +45,8 @@ def batch_feeds(
 def column_feed(spec: InputSpec, column: pa.Array, first_row: int = 0) -> np.ndarray:
     if spec.dtype == "string":
         return categories(column).reshape(-1, 1)
+    if pa.types.is_dictionary(column.type):  # text read as a dictionary: numbers, times, flags
+        column = column.dictionary_decode()
     if spec.kind == "datetime":
         values = _epoch_seconds(spec, column)
     elif spec.kind == "boolean":

@@ -75,7 +75,7 @@ def open_reader(path: Path, signature: Signature) -> ChunkReader:
 class ParquetReader:
     """Text columns that repeat their values (``categories``, and any other whose first rows
     do) are read as Arrow dictionaries, as Parquet usually stores them: feeding and writing
-    them then costs no hashing, and ``ChunkWriter`` writes them back as plain text."""
+    them then costs no hashing (``batch.ChunkSink`` says how they are written)."""
 
     def __init__(self, path: Path, categories: list[str] | None = None) -> None:
         self.path = path
@@ -209,16 +209,8 @@ class ChunkWriter:
     def write(self, batch: pa.RecordBatch) -> None:
         if self.kind == "parquet":
             if self._parquet is None:
-                # Without column statistics: a quarter of the writing time, and scored files
-                # are read whole rather than filtered by row group. Without the Arrow schema:
-                # category columns read as dictionaries are written as they are (no decoding,
-                # no hashing again) and still read back as plain text.
                 self._parquet = pq.ParquetWriter(
-                    self.partial,
-                    batch.schema,
-                    use_dictionary=dictionary_columns(batch),
-                    write_statistics=False,
-                    store_schema=False,
+                    self.partial, batch.schema, use_dictionary=dictionary_columns(batch)
                 )
             self._parquet.write_batch(batch, row_group_size=max(1, batch.num_rows))
             return

@@ -41,80 +41,62 @@ def raw_scores(tables: TreeTables, features: np.ndarray) -> np.ndarray:
     """Summed leaf weights [rows, targets], before the base values and post-transform."""
     rows = np.ascontiguousarray(features, dtype=np.float32)
     words = _WORDS[tables.masks.dtype]
-    tree_count = tables.leaves.shape[0]
-    bits = np.empty((tree_count, BLOCK), dtype=tables.masks.dtype)
-    columns = np.empty((rows.shape[1], BLOCK), dtype=np.float32)
-    sums = np.empty((tables.leaves.shape[2], BLOCK), dtype=np.float32)
-    return _scores(
-        rows,
-        tables.features,
-        tables.thresholds,
-        tables.modes,
-        tables.missing_true,
-        tables.masks,
+    tree_count, _, targets = tables.leaves.shape
+    nodes = (
+        tables.features, tables.thresholds, tables.modes, tables.missing_true, tables.masks,
         tables.trees,
-        tables.leaves,
-        bits,
-        columns,
-        sums,
-        words.all,
-        words.one,
-        words.magic,
-        words.shift,
-        words.positions,
+    )  # fmt: skip
+    scratch = (
+        np.empty((tree_count, BLOCK), dtype=tables.masks.dtype),  # each row's leaves left
+        np.empty((rows.shape[1], BLOCK), dtype=np.float32),  # the block, column by column
+        np.empty((targets, BLOCK), dtype=np.float32),  # its sums
     )
+    constants = (words.all, words.one, words.magic, words.shift, words.positions)
+    return _scores(rows, nodes, tables.leaves, constants, scratch)
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
-def _scores(
-    rows,
-    features,
-    thresholds,
-    modes,
-    missing_true,
-    masks,
-    trees,
-    leaves,
-    bits,
-    columns,
-    sums,
-    full,
-    one,
-    magic,
-    shift,
-    positions,
-):
-    n, width = rows.shape
-    tree_count, _, targets = leaves.shape
-    block = bits.shape[1]
-    out = np.zeros((n, targets), dtype=np.float32)
-    for start in range(0, n, block):
-        m = min(block, n - start)
-        for f in range(width):  # reads strided, writes each column contiguously
-            for r in range(m):
-                columns[f, r] = rows[start + r, f]
-        bits[:, :m] = full
-        for j in range(features.shape[0]):
-            _test(
-                columns[features[j]],
-                thresholds[j],
-                modes[j],
-                missing_true[j],
-                masks[j],
-                bits[trees[j]],
-                m,
-                full,
-            )
-        for c in range(targets):
-            total = sums[c]
-            total[:m] = 0
-            for t in range(tree_count):
-                word, weights = bits[t], leaves[t, :, c]
-                for r in range(m):
-                    low = word[r] & (~word[r] + one)  # typed constants: no float promotion
-                    total[r] += weights[positions[((low * magic) & full) >> shift]]
-            out[start : start + m, c] = total[:m]
+def _scores(rows, nodes, leaves, constants, scratch):
+    bits, columns, sums = scratch
+    out = np.zeros((rows.shape[0], leaves.shape[2]), dtype=np.float32)
+    for start in range(0, rows.shape[0], bits.shape[1]):
+        m = min(bits.shape[1], rows.shape[0] - start)
+        _transpose(rows, start, m, columns)
+        bits[:, :m] = constants[0]
+        _exit_leaves(nodes, columns, bits, m, constants[0])
+        _sum_leaves(bits, leaves, constants, sums, m)
+        out[start : start + m, :] = sums[:, :m].T
     return out
+
+
+@njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def _transpose(rows, start, m, columns):
+    for f in range(rows.shape[1]):  # reads strided, writes each column contiguously
+        for r in range(m):
+            columns[f, r] = rows[start + r, f]
+
+
+@njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def _exit_leaves(nodes, columns, bits, m, full):
+    features, thresholds, modes, missing_true, masks, trees = nodes
+    for j in range(features.shape[0]):
+        _test(
+            columns[features[j]], thresholds[j], modes[j], missing_true[j], masks[j],
+            bits[trees[j]], m, full,
+        )  # fmt: skip
+
+
+@njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def _sum_leaves(bits, leaves, constants, sums, m):
+    full, one, magic, shift, positions = constants
+    for c in range(leaves.shape[2]):
+        total = sums[c]
+        total[:m] = 0
+        for t in range(leaves.shape[0]):
+            word, weights = bits[t], leaves[t, :, c]
+            for r in range(m):
+                low = word[r] & (~word[r] + one)  # typed constants: no float promotion
+                total[r] += weights[positions[((low * magic) & full) >> shift]]
 
 
 @njit(nogil=True, cache=True, boundscheck=False, inline="always")

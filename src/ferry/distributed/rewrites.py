@@ -57,23 +57,35 @@ def broadcast_constants(model: ModelProto) -> ModelProto:
     for node in model.graph.node:
         if node.op_type in _ELEMENTWISE:
             widest = max(node.input, key=lambda name: len(shapes.get(name, ())))
-            full = shapes.get(widest, ())
             for slot, name in enumerate(node.input):
-                tensor = constants.get(name)
-                if tensor is None:
-                    continue
-                if np.prod(tensor.dims) == 1 and len(tensor.dims) < len(full):
-                    key = (name, len(full))
-                    if key not in reshaped:
-                        reshaped[key] = _reshaped(model, tensor, len(full))
-                    node.input[slot] = reshaped[key]
-                elif _is_row(tensor, full):
-                    node.input[slot] = _expand(nodes, name, widest)
+                if name in constants:
+                    node.input[slot] = _shaped(
+                        model, nodes, reshaped, constants[name], (widest, shapes.get(widest, ()))
+                    )
         nodes.append(node)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     _drop_unused(model)
     return model
+
+
+def _shaped(
+    model: ModelProto,
+    nodes: list[onnx.NodeProto],
+    reshaped: dict[tuple[str, int], str],
+    tensor: onnx.TensorProto,
+    meets: tuple[str, tuple[int | None, ...]],
+) -> str:
+    """The name to read ``tensor`` by where it meets the tensor ``meets`` (name, shape)."""
+    other, shape = meets
+    if np.prod(tensor.dims) == 1 and len(tensor.dims) < len(shape):
+        key = (tensor.name, len(shape))
+        if key not in reshaped:
+            reshaped[key] = _reshaped(model, tensor, len(shape))
+        return reshaped[key]
+    if _is_row(tensor, shape):
+        return _expand(nodes, tensor.name, other)
+    return tensor.name
 
 
 def _shapes(model: ModelProto) -> dict[str, tuple[int | None, ...]]:

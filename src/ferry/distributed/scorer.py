@@ -27,6 +27,7 @@ from ferry.serving.model import LABEL_OUTPUT, PROBA_OUTPUT
 from ferry.serving.runtime import OnnxModel
 
 _T = TypeVar("_T")
+Graph = Callable[[Feeds], dict[str, np.ndarray]]
 
 if TYPE_CHECKING:  # onnx and numba load only when trees are compiled
     from ferry.distributed.compiled import CompiledGraph
@@ -35,8 +36,10 @@ PREDICTION = "prediction"
 PROBABILITY_PREFIX = "probability_"
 # Below this a slice costs more in call overhead than it gains in parallelism.
 MIN_SLICE_ROWS = 4096
-# The compiled trees are checked against the whole graph in ONNX Runtime on this many rows.
+# The compiled trees are checked against the whole graph in ONNX Runtime on this many rows
+# before they serve, then on the first SPOT_ROWS of every chunk.
 PARITY_ROWS = 4096
+SPOT_ROWS = 256
 # Probabilities may differ by float32 rounding of the sums; anything more is a disagreement.
 PARITY_TOLERANCE = 1e-5
 
@@ -65,8 +68,10 @@ class BundleScorer:
     """A bundle's graph in ONNX Runtime; ``score`` is thread-safe, as ORT sessions are.
 
     With ``engine`` "auto" or "compiled" a tree ensemble runs in ``distributed.compiled``
-    instead, once it has given ONNX Runtime's answer on the first rows scored; "auto" falls
-    back to ONNX Runtime, with the reason in ``engine``, where "compiled" refuses.
+    instead, once it has given ONNX Runtime's answer on the first rows scored. After that,
+    the first rows of every chunk are scored by both, and rows whose decision is within
+    rounding of flipping are given ONNX Runtime's answer. On any disagreement "auto" goes back
+    to ONNX Runtime, with the reason in ``engine``, and "compiled" refuses.
 
     A chunk is cut into ``threads`` slices run side by side, each on one ORT thread: on these
     small graphs that beats one call with ``threads`` intra-op threads by 15-20 %, as every
@@ -85,6 +90,7 @@ class BundleScorer:
         self.names = output_names(self.manifest)
         self.compiled: CompiledGraph | None = None
         self.engine = "onnxruntime"
+        self.refusal = ""  # set once "compiled" refused: every later chunk is refused too
         self.checking = threading.Lock()
         self.compiling: Future[tuple[CompiledGraph | None, str]] | None = None
         self.required = engine == "compiled"
@@ -103,15 +109,22 @@ class BundleScorer:
 
     def score(self, batch: pa.RecordBatch, first_row: int = 0) -> pa.RecordBatch:
         """Output columns for ``batch`` (which may hold more columns than the graph takes)."""
-        if self.compiling is not None:
+        if self.refusal:
+            raise DataError(self.refusal)
+        if self.compiling is not None and batch.num_rows:  # checked on rows, not on none
             self._adopt(batch.slice(0, PARITY_ROWS), first_row)
-        codes = self.compiled.categories if self.compiled is not None else None
-        feeds = batch_feeds(self.signature, batch, first_row, codes)
-        outputs = self.run(feeds, batch.num_rows)
+        compiled = self.compiled
+        if compiled is None:
+            outputs = self._whole(batch, first_row)
+        else:
+            outputs = self._split(compiled, batch, first_row)
         return pa.RecordBatch.from_arrays(self._columns(outputs), names=self.names)
 
     def run(self, feeds: Feeds, rows: int) -> dict[str, np.ndarray]:
-        graph = self.compiled.run if self.compiled is not None else self.runtime.run
+        """The whole graph in ONNX Runtime, in slices side by side."""
+        return self._sliced(self.runtime.run, feeds, rows)
+
+    def _sliced(self, graph: Graph, feeds: Feeds, rows: int) -> dict[str, np.ndarray]:
         parts = min(self.threads, max(1, rows // MIN_SLICE_ROWS))
         if parts == 1:
             return graph(feeds)
@@ -120,32 +133,66 @@ class BundleScorer:
         results = list(self.pool.map(graph, slices))
         return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
 
+    def _whole(self, batch: pa.RecordBatch, first_row: int) -> dict[str, np.ndarray]:
+        return self.run(batch_feeds(self.signature, batch, first_row), batch.num_rows)
+
+    def _split(
+        self, compiled: CompiledGraph, batch: pa.RecordBatch, first_row: int
+    ) -> dict[str, np.ndarray]:
+        """The compiled graph's answer, spot-checked on the chunk's first rows, with ONNX
+        Runtime's answer for rows whose decision rounding could flip."""
+        coded = batch_feeds(self.signature, batch, first_row, compiled.categories)
+        outputs = self._sliced(compiled.run, coded, batch.num_rows)
+        spot = batch.slice(0, SPOT_ROWS)
+        expected = self.runtime.run(batch_feeds(self.signature, spot, first_row))
+        differences = disagreement(expected, {k: v[: spot.num_rows] for k, v in outputs.items()})
+        if differences:
+            self._drop(f"on the chunk from data row {first_row + 1}: {differences}")
+            return self._whole(batch, first_row)
+        near = near_decision(self.manifest, outputs)
+        if near.size:
+            exact = self.runtime.run(batch_feeds(self.signature, batch.take(near), first_row))
+            for name, values in exact.items():
+                outputs[name][near] = values
+        return outputs
+
     def _adopt(self, head: pa.RecordBatch, first_row: int) -> None:
         """The compiled graph serves from now on if it gives ONNX Runtime's answer on these
         rows; "compiled" refuses a graph it cannot compile, "auto" says why it kept ORT."""
         with self.checking:
-            if self.compiling is None:
+            pending, self.compiling = self.compiling, None
+            if pending is None:
                 return  # another thread adopted it meanwhile
-            compiled, reason = self.compiling.result()
-            self.compiling = None
-            if compiled is None and self.required:
-                raise DataError(f"--engine compiled: this model cannot be compiled: {reason}")
+            compiled, reason = pending.result()
             if compiled is None:
-                self.engine = f"onnxruntime ({reason})"
+                self._drop(f"cannot be compiled: {reason}", compiled=False)
                 return
-            texts = batch_feeds(self.signature, head, first_row)
-            coded = batch_feeds(self.signature, head, first_row, compiled.categories)
-            differences = disagreement(self.runtime.run(texts), compiled.run(coded))
-            if differences and self.required:
-                raise DataError(
-                    f"--engine compiled: the compiled trees disagree with ONNX Runtime on the "
-                    f"first rows ({differences}); score with --engine onnxruntime"
-                )
+            differences = self._compare(compiled, head, first_row)
             if differences:
-                self.engine = f"onnxruntime (the compiled trees disagreed: {differences})"
+                self._drop(f"on the first rows: {differences}")
             else:
                 self.compiled = compiled
                 self.engine = f"compiled trees (equal to ONNX Runtime on {head.num_rows:,} rows)"
+
+    def _compare(self, compiled: CompiledGraph, head: pa.RecordBatch, first_row: int) -> str:
+        texts = batch_feeds(self.signature, head, first_row)
+        try:
+            coded = batch_feeds(self.signature, head, first_row, compiled.categories)
+            return disagreement(self.runtime.run(texts), compiled.run(coded))
+        except Exception as exc:  # the split graph failing where the whole one runs
+            return f"the compiled graph failed ({type(exc).__name__}: {str(exc)[:200]})"
+
+    def _drop(self, reason: str, compiled: bool = True) -> None:
+        """Back to ONNX Runtime ("auto"), or a refusal of this and every later chunk."""
+        self.compiled = None
+        what = "the compiled trees disagree with ONNX Runtime" if compiled else "this model"
+        if self.required:
+            self.refusal = (
+                f"--engine compiled: {what} {reason}; score with --engine auto (which falls "
+                "back to ONNX Runtime) or --engine onnxruntime"
+            )
+            raise DataError(self.refusal)
+        self.engine = f"onnxruntime ({what} {reason})" if compiled else f"onnxruntime ({reason})"
 
     def _columns(self, outputs: dict[str, np.ndarray]) -> list[pa.Array]:
         if self.manifest.task == "regression":
@@ -188,6 +235,21 @@ def _compile(graph: Path) -> tuple[CompiledGraph | None, str]:
         return compile_graph(graph)
     except Exception as exc:  # numba or ORT failing on a graph: ONNX Runtime scores it whole
         return None, f"the trees could not be compiled ({type(exc).__name__}: {exc})"[:300]
+
+
+def near_decision(manifest: BundleManifest, outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """Rows whose decision lies within ``PARITY_TOLERANCE`` of flipping: the threshold for
+    binary tasks, the runner-up for several classes."""
+    proba = outputs.get(PROBA_OUTPUT)
+    if manifest.task == "regression" or proba is None or proba.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    if manifest.task == "binary":
+        threshold = 0.5 if manifest.threshold is None else manifest.threshold
+        margin = np.abs(proba[:, 1] - threshold)
+    else:
+        top = np.sort(proba, axis=1)[:, -2:]
+        margin = top[:, 1] - top[:, 0]
+    return np.flatnonzero(margin <= PARITY_TOLERANCE)
 
 
 def disagreement(expected: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> str:

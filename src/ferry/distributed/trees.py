@@ -65,6 +65,9 @@ def tree_tables(node: NodeProto) -> TreeTables:
     if node.op_type not in TREE_OPS or node.domain != "ai.onnx.ml":
         raise Unsupported(f"node {node.name!r} is a {node.op_type}, not a tree ensemble")
     a = attributes(node)
+    doubles = sorted(name for name in a if name.endswith("_as_tensor"))
+    if doubles:  # ONNX Runtime compares and sums these in float64; the kernel works in float32
+        raise Unsupported(f"double-precision trees ({', '.join(doubles)})")
     classifier = node.op_type == "TreeEnsembleClassifier"
     prefix = "class" if classifier else "target"
     targets = _target_count(a, classifier, prefix)
@@ -97,8 +100,9 @@ def _target_count(a: dict[str, Any], classifier: bool, prefix: str) -> int:
     if not classifier:
         return int(a.get("n_targets", 1))
     classes = len(_labels(a))
-    scored = len(set(a.get(f"{prefix}_ids", [])))
-    if classes == 2 and scored == 1:
+    ids = set(a.get(f"{prefix}_ids", []))
+    scored = len(ids)
+    if classes == 2 and ids == {0}:  # ORT's one-score binary case (another id keeps two)
         return 1
     if classes > 2 and scored == classes:
         return classes
@@ -128,7 +132,7 @@ def _post_transform(
 
 
 def _base(a: dict[str, Any], targets: int) -> np.ndarray:
-    base = a.get("base_values_as_tensor", a.get("base_values"))
+    base = a.get("base_values")
     if base is None or len(base) == 0:
         return np.zeros(targets, dtype=np.float32)
     values = np.asarray(base, dtype=np.float32).reshape(-1)
@@ -147,8 +151,7 @@ class _Nodes:
         self.trees = sorted(set(tree_ids))
         self.modes = [_text(m).encode() for m in a["nodes_modes"]]
         self.features = a["nodes_featureids"]
-        values = a.get("nodes_values_as_tensor", a.get("nodes_values"))
-        self.thresholds = np.asarray(values, dtype=np.float32)
+        self.thresholds = np.asarray(a["nodes_values"], dtype=np.float32)
         self.true_ids, self.false_ids = a["nodes_truenodeids"], a["nodes_falsenodeids"]
         self.tree_of = tree_ids
         count = len(tree_ids)
@@ -189,7 +192,10 @@ def _node_columns(
     leaves = np.zeros((len(nodes.trees), MAX_LEAVES, targets), dtype=np.float32)
     largest = max(Counter(nodes.tree_of).values(), default=0)
     if largest > 2 * MAX_LEAVES - 1:  # checked first: it also bounds the walk's recursion
-        raise Unsupported(f"a tree of {largest} nodes (at most {MAX_LEAVES} leaves)")
+        raise Unsupported(
+            f"a tree of {largest} nodes, more than the kernel's {MAX_LEAVES} leaves (at most "
+            f"{MAX_LEAVES} leaves, {2 * MAX_LEAVES - 1} nodes per tree)"
+        )
     for position, tree in enumerate(nodes.trees):
         order = _walk(nodes, nodes.index[(tree, 0)], (position, 0), internal)
         for k, leaf in enumerate(order):
@@ -224,8 +230,6 @@ def _walk(
     false_leaves = _walk(
         nodes, nodes.child(root, False), (position, first + len(true_leaves)), internal
     )
-    if first + len(true_leaves) + len(false_leaves) > MAX_LEAVES:
-        raise Unsupported(f"a tree with more than {MAX_LEAVES} leaves")
     cleared = ((1 << len(true_leaves)) - 1) << first
     internal[slot] = (root, position, int(ALL_LEAVES) & ~cleared)
     return true_leaves + false_leaves

@@ -202,7 +202,9 @@ class _ThresholdsRoundedDown:
         return self._container.add_node(op_type, *args, **attrs)
 
 
-def _lightgbm_convert(scope: Any, operator: Any, container: Any) -> None:
+def lightgbm_convert(scope: Any, operator: Any, container: Any) -> None:
+    """onnxmltools' LightGBM converter with float32 thresholds rounded down, so splits keep
+    LightGBM's float64 sides (the lab's export and ``ferry import`` both use it)."""
     from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
 
     convert_lightgbm(scope, operator, _ThresholdsRoundedDown(container))
@@ -219,13 +221,13 @@ def _register_lightgbm() -> None:
         LGBMClassifier,
         "LightGbmLGBMClassifier",
         calculate_linear_classifier_output_shapes,
-        _lightgbm_convert,
+        lightgbm_convert,
         options={"nocl": [True, False], "zipmap": [True, False, "columns"]},
     )
     update_registered_converter(
         LGBMRegressor,
         "LightGbmLGBMRegressor",
         calculate_linear_regressor_output_shapes,
-        _lightgbm_convert,
+        lightgbm_convert,
         options={"split": None},
     )

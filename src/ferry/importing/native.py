@@ -114,7 +114,7 @@ def lightgbm_source(booster: Any, hints: Hints) -> Source:
     import lightgbm
     from onnxmltools import convert_lightgbm
 
-    from ferry.export.converters import _lightgbm_convert
+    from ferry.export.converters import lightgbm_convert
 
     task, classes = _lightgbm_task(str(booster.dump_model().get("objective", "")))
     classes = classes or int(booster.num_model_per_iteration())
@@ -122,7 +122,7 @@ def lightgbm_source(booster: Any, hints: Hints) -> Source:
         booster.feature_name(), booster.num_feature(), hints, nullable=True, generic="Column_"
     )
     # Ferry's converter rounds split thresholds down to float32, keeping LightGBM's sides.
-    custom = {"LgbmClassifier": _lightgbm_convert, "LgbmRegressor": _lightgbm_convert}
+    custom = {"LgbmClassifier": lightgbm_convert, "LgbmRegressor": lightgbm_convert}
     graph = _converted(
         lambda: convert_lightgbm(
             booster,

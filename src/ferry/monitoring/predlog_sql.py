@@ -19,37 +19,34 @@ from ferry.core.refs import check_name
 from ferry.registry.sql import normalize_url
 
 _metadata = sa.MetaData()
-predictions = sa.Table(
+
+
+def _log_table(name: str, *columns: sa.Column[Any]) -> sa.Table:
+    """An append-only log: a sequence, the row id, the model, the time (indexed with the
+    model, as every read asks for one model's recent rows) and ``columns``."""
+    return sa.Table(
+        name,
+        _metadata,
+        sa.Column(
+            "seq",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        sa.Column("id", sa.String(200), nullable=False),
+        sa.Column("model", sa.String(128), nullable=False),
+        sa.Column("time", sa.Float, nullable=False),
+        *columns,
+        sa.Index(f"ix_{name}_model_time", "model", "time"),
+    )
+
+
+predictions = _log_table(
     "ferry_predictions",
-    _metadata,
-    sa.Column(
-        "seq",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
-    sa.Column("id", sa.String(200), nullable=False),
-    sa.Column("model", sa.String(128), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("time", sa.Float, nullable=False),
     sa.Column("row", sa.Text, nullable=False),
-    sa.Index("ix_ferry_predictions_model_time", "model", "time"),
 )
-labels = sa.Table(
-    "ferry_labels",
-    _metadata,
-    sa.Column(
-        "seq",
-        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
-    sa.Column("id", sa.String(200), nullable=False),
-    sa.Column("model", sa.String(128), nullable=False),
-    sa.Column("time", sa.Float, nullable=False),
-    sa.Column("label", sa.Text, nullable=False),
-    sa.Index("ix_ferry_labels_model_time", "model", "time"),
-)
+labels = _log_table("ferry_labels", sa.Column("label", sa.Text, nullable=False))
 
 
 class SqlPredictionLog:

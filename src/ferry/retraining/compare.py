@@ -54,7 +54,7 @@ def _decided(scored: Scored, metric: str) -> np.ndarray:
     return np.column_stack([1.0 - positive, positive])
 
 
-def _binary_auc(truth: np.ndarray, positive_score: np.ndarray) -> float:
+def binary_auc(truth: np.ndarray, positive_score: np.ndarray) -> float:
     """Mann-Whitney AUC with tie-averaged ranks: the same number as roc_auc_score, ~20x faster."""
     positives = int(truth.sum())
     negatives = len(truth) - positives
@@ -68,7 +68,7 @@ def _binary_auc(truth: np.ndarray, positive_score: np.ndarray) -> float:
 
 def _metric_fn(metric: str, labels: list[str] | None):  # type: ignore[no-untyped-def]
     if metric == "roc_auc" and labels is not None and len(labels) == 2:
-        return lambda truth, outputs: _binary_auc(truth, outputs[:, 1])
+        return lambda truth, outputs: binary_auc(truth, outputs[:, 1])
     names = None if labels is None else [str(i) for i in range(len(labels))]
 
     def compute(truth: np.ndarray, outputs: np.ndarray) -> float:

@@ -16,7 +16,7 @@ import numpy as np
 from ferry.core.spec import Spec
 from ferry.monitoring.predlog import PredictionStore
 from ferry.registry.service import Registry
-from ferry.retraining.compare import _binary_auc
+from ferry.retraining.compare import binary_auc
 from ferry.retraining.gates import encode_truth
 
 log = logging.getLogger("ferry.retraining")
@@ -80,7 +80,7 @@ def _value(task: str, labels: list[str] | None, pairs: list[tuple[Any, Any]]) ->
 
     truth, known = encode_truth(pd.Series(truth_raw, dtype=object), labels)
     if task == "binary":
-        return _binary_auc(truth[known], np.asarray(answers, dtype=float)[known])
+        return binary_auc(truth[known], np.asarray(answers, dtype=float)[known])
     predicted = np.asarray([str(a) for a in answers])
     names = np.asarray(labels or [])[truth[known]]
     return float(np.mean(predicted[known] == names))

@@ -44,7 +44,7 @@ class LoadedModel:
 
     def warm_up(self) -> None:
         """Run a few rows through the graph so the first request does not pay for allocation."""
-        feeds = {s.name: _sample_column(s) for s in self.manifest.signature.inputs}
+        feeds = {s.name: sample_column(s) for s in self.manifest.signature.inputs}
         for _ in range(3):
             self.runtime.run(feeds)
 
@@ -158,7 +158,9 @@ def _preprocessing(manifest: BundleManifest) -> dict[str, Any]:
     return {} if prep is None else {"preprocessing": prep.model_dump(mode="json")}
 
 
-def _sample_column(spec: Any) -> np.ndarray:
+def sample_column(spec: Any) -> np.ndarray:
+    """Four valid rows for one input (warm-up calls and probes): its first category, its
+    minimum, or a blank image."""
     if spec.kind == "image":
         return np.zeros((4, *spec.shape[1:]), dtype=np.float32)
     if spec.dtype == "string":

@@ -370,6 +370,6 @@ def _version_number(name: str, version: str) -> int:
 
 
 def _one_row(model: LoadedModel) -> list:  # type: ignore[type-arg]
-    from ferry.serving.model import _sample_column
+    from ferry.serving.model import sample_column
 
-    return [_sample_column(s)[:1] for s in model.signature.inputs]
+    return [sample_column(s)[:1] for s in model.signature.inputs]

@@ -3,11 +3,13 @@ scorer's fallback whenever the two could differ."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from onnx import TensorProto, helper
@@ -18,13 +20,14 @@ from sklearn.ensemble import (
     GradientBoostingClassifier,
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
-    RandomForestClassifier,
+    RandomForestRegressor,
 )
 
+from ferry.core.bundle import read_manifest
 from ferry.distributed import compiled as compiled_module
 from ferry.distributed.batch import score_file
 from ferry.distributed.compiled import compile_graph
-from ferry.distributed.scorer import BundleScorer, disagreement
+from ferry.distributed.scorer import SPOT_ROWS, BundleScorer, disagreement
 from ferry.errors import DataError
 from ferry.export.converters import register_converters
 from ferry.serving.runtime import OnnxModel
@@ -151,12 +154,12 @@ def test_every_comparison_mode_and_nan_direction(tmp_path: Path) -> None:
     _same_answers(path, x)
 
 
-def test_large_random_forests_stay_on_onnx_runtime_with_the_reason(tmp_path: Path) -> None:
-    x, y = _data()
-    model = RandomForestClassifier(n_estimators=5, random_state=0).fit(np.nan_to_num(x), y)
+def test_deep_random_forests_stay_on_onnx_runtime_with_the_reason(tmp_path: Path) -> None:
+    x, y = make_regression(ROWS, 8, random_state=0)
+    model = RandomForestRegressor(n_estimators=3, random_state=0).fit(x, y)
     graph, reason = compile_graph(_graph(model, tmp_path))
     assert graph is None
-    assert "leaves" in reason or "nodes" in reason or "class" in reason
+    assert "more than the kernel's 64 leaves" in reason
 
 
 @pytest.fixture(scope="module")
@@ -199,25 +202,104 @@ def test_compiled_refuses_a_graph_without_trees(
     assert not (tmp_path / "out.parquet").exists()
 
 
-def test_a_compiled_graph_that_disagrees_is_dropped_for_onnx_runtime(
-    tmp_path: Path, trees_bundle: Path, fraud_file: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real_finish = compiled_module.finish
+def _skew_finish(monkeypatch: pytest.MonkeyPatch, skew: Callable[[int, np.ndarray], None]) -> None:
+    """Make the compiled graph wrong: ``skew(call, probabilities)`` edits each answer."""
+    real_finish, calls = compiled_module.finish, [0]
 
     def skewed(tables, scores):  # type: ignore[no-untyped-def]
-        return real_finish(tables, scores + np.float32(0.01))
+        outputs = real_finish(tables, scores)
+        calls[0] += 1
+        skew(calls[0], outputs[1])
+        return outputs
 
     monkeypatch.setattr(compiled_module, "finish", skewed)
-    with pytest.raises(DataError, match="the compiled trees disagree with ONNX Runtime"):
+
+
+def _whole_graph(bundle: Path, batch: pa.RecordBatch) -> pa.RecordBatch:
+    scorer = BundleScorer(bundle, engine="onnxruntime")
+    try:
+        return scorer.score(batch)
+    finally:
+        scorer.close()
+
+
+def test_a_compiled_graph_that_disagrees_at_once_is_dropped_or_refused(
+    tmp_path: Path, trees_bundle: Path, fraud_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def everywhere(call: int, proba: np.ndarray) -> None:
+        proba += np.float32(0.01)
+
+    _skew_finish(monkeypatch, everywhere)
+    with pytest.raises(DataError, match="the compiled trees disagree with ONNX Runtime on the"):
         _scored(trees_bundle, fraud_file, tmp_path / "out.parquet", "compiled")
+    assert not (tmp_path / "out.parquet").exists()
     batch = pq.read_table(fraud_file).to_batches(max_chunksize=500)[0]
     scorer = BundleScorer(trees_bundle, engine="auto")
     try:
         outputs = scorer.score(batch)
         assert scorer.compiled is None
-        assert scorer.engine.startswith("onnxruntime (the compiled trees disagreed:")
-        expected = OnnxModel(trees_bundle / "model.onnx")
-        assert outputs.num_rows == batch.num_rows and expected is not None
+        assert scorer.engine.startswith(
+            "onnxruntime (the compiled trees disagree with ONNX Runtime on the first rows:"
+        )
+        assert outputs.equals(_whole_graph(trees_bundle, batch))
+    finally:
+        scorer.close()
+
+
+def test_a_later_chunk_that_disagrees_sends_the_rest_of_the_file_to_onnx_runtime(
+    trees_bundle: Path, fraud_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first rows agree; the third chunk does not: its spot check catches it."""
+
+    def from_third_chunk(call: int, proba: np.ndarray) -> None:
+        if call > 3:  # call 1: the first check, 2-3: chunks 1-2 (one slice each)
+            proba += np.float32(0.01)
+
+    _skew_finish(monkeypatch, from_third_chunk)
+    batches = pq.read_table(fraud_file).to_batches(max_chunksize=1000)
+    scorer = BundleScorer(trees_bundle, threads=1, engine="compiled")
+    with pytest.raises(DataError, match="on the chunk from data row 2001"):
+        for first, batch in enumerate(batches):
+            scorer.score(batch, first * 1000)
+    with pytest.raises(DataError, match="--engine compiled"):  # and every chunk after it
+        scorer.score(batches[0])
+    scorer.close()
+    monkeypatch.undo()
+    _skew_finish(monkeypatch, from_third_chunk)
+    scorer = BundleScorer(trees_bundle, threads=1, engine="auto")
+    try:
+        scored = [scorer.score(batch, first * 1000) for first, batch in enumerate(batches)]
+        assert scorer.engine.startswith("onnxruntime (the compiled trees disagree with ONNX")
+        assert all(
+            got.equals(_whole_graph(trees_bundle, batch))
+            for got, batch in list(zip(scored, batches, strict=True))[2:]
+        )
+    finally:
+        scorer.close()
+
+
+def test_rows_at_the_decision_threshold_get_onnx_runtime_s_answer(
+    trees_bundle: Path, fraud_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rounding difference past the spot-checked rows that would flip a decision."""
+    threshold = np.float32(read_manifest(trees_bundle).threshold)
+
+    def to_the_threshold(call: int, proba: np.ndarray) -> None:
+        if call > 1 and len(proba) > SPOT_ROWS:  # the chunk, past the first check
+            proba[SPOT_ROWS:, 1] = threshold  # decided positive, wherever ORT put them
+            proba[SPOT_ROWS:, 0] = 1 - threshold
+
+    _skew_finish(monkeypatch, to_the_threshold)
+    batch = pq.read_table(fraud_file).to_batches(max_chunksize=2000)[0]
+    scorer = BundleScorer(trees_bundle, threads=1, engine="compiled")
+    try:
+        got = scorer.score(batch)
+        assert scorer.compiled is not None  # still compiled: nothing disagreed
+        expected = _whole_graph(trees_bundle, batch)
+        assert got.column("prediction").to_pylist() == expected.column("prediction").to_pylist()
+        np.testing.assert_allclose(
+            got.column("probability_1").to_numpy(), expected.column("probability_1").to_numpy()
+        )
     finally:
         scorer.close()
 

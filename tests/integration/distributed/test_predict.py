@@ -59,7 +59,19 @@ def test_parquet_round_trip_matches_the_server_chunk_by_chunk(
         "prediction",
         *(f"probability_{label}" for label in labels or []),
     ]
-    pd.testing.assert_frame_equal(scored[fraud_rows.columns], fraud_rows)
+    # Repeated text comes back as dictionary (category) columns with the same values; every
+    # other column keeps its type.
+    assert isinstance(scored["country"].dtype, pd.CategoricalDtype)
+    restored = scored[fraud_rows.columns].astype(fraud_rows.dtypes.to_dict())
+    pd.testing.assert_frame_equal(restored, fraud_rows)
+    categorical = {c for c in scored.columns if isinstance(scored[c].dtype, pd.CategoricalDtype)}
+    assert categorical == {
+        "merchant_category",
+        "country",
+        "device",
+        "customer_segment",
+        "prediction",
+    }
     _assert_matches_server(scored, reference(fraud_bundle, fraud_rows))
     assert not list(tmp_path.glob(".*partial*"))
 
@@ -235,3 +247,21 @@ def test_a_chunk_sliced_across_threads_scores_as_one_call(
         three.close()
     assert len(sliced) == 20_000
     pd.testing.assert_frame_equal(sliced, whole, check_exact=False, atol=PROBA_TOLERANCE)
+
+
+def test_parquet_text_for_numbers_times_and_flags_is_parsed_as_training_read_it(
+    tmp_path: Path, fraud_bundle: Path, fraud_rows: pd.DataFrame, reference
+) -> None:
+    """Text columns that repeat are read as Arrow dictionaries; numbers, datetimes and flags
+    stored as such text still parse (days and whole amounts, so that every one repeats)."""
+    typed = fraud_rows.copy()
+    typed["timestamp"] = typed["timestamp"].dt.floor("D")
+    typed["amount"] = typed["amount"].round()
+    text = typed.copy()
+    text["timestamp"] = typed["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S")
+    text["amount"] = typed["amount"].map(lambda v: f"{v:.0f}")
+    text["card_present"] = typed["card_present"].map({True: "yes", False: "no"})
+    source, output = tmp_path / "text.parquet", tmp_path / "scored.parquet"
+    text.to_parquet(source)
+    score_file(fraud_bundle, source, output, chunk_rows=2000)
+    _assert_matches_server(pd.read_parquet(output), reference(fraud_bundle, typed))

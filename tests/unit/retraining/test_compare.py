@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from ferry.retraining.compare import Scored, _binary_auc, paired_bootstrap
+from ferry.retraining.compare import Scored, binary_auc, paired_bootstrap
 
 LABELS = ["0", "1"]
 
@@ -24,7 +24,7 @@ def _data(seed: int = 0, rows: int = 3000) -> tuple[np.ndarray, np.ndarray]:
 def test_auc_matches_scikit_learn_with_ties() -> None:
     truth, noise = _data()
     score = np.round(truth * 0.5 + noise, 1)  # many ties
-    assert abs(_binary_auc(truth, score) - roc_auc_score(truth, score)) < 1e-12
+    assert abs(binary_auc(truth, score) - roc_auc_score(truth, score)) < 1e-12
 
 
 def test_a_clearly_better_challenger_has_an_interval_above_zero() -> None:
