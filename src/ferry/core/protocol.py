@@ -136,8 +136,15 @@ def _bytes(name: str, values: list[Any]) -> np.ndarray:
                 f"input {name!r}: BYTES tensor holds {type(value).__name__} {value!r:.40}; "
                 "send one string per element"
             )
-        out[i] = value.decode() if isinstance(value, bytes) else value
+        out[i] = _text_or_bytes(value) if isinstance(value, bytes) else value
     return out
+
+
+def _text_or_bytes(value: bytes) -> str | bytes:
+    try:
+        return value.decode()
+    except UnicodeDecodeError:  # binary payloads (encoded images): string inputs refuse them
+        return value
 
 
 def decode_tensor(tensor: Mapping[str, Any], max_elements: int = 10_000_000) -> np.ndarray:

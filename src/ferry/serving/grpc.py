@@ -81,13 +81,13 @@ def _count(name: str, shape: list[int]) -> int:
     return math.prod(shape)
 
 
-def _utf8(name: str, value: bytes) -> str:
+def _element(value: bytes) -> str | bytes:
+    """A BYTES element: text when it is UTF-8, else the bytes themselves (an encoded image,
+    as Triton clients send it); string inputs refuse bytes in ``serving.inputs``."""
     try:
         return value.decode()
     except UnicodeDecodeError:
-        raise SignatureError(
-            f"input {name!r}: a BYTES element is not valid UTF-8; send UTF-8 text"
-        ) from None
+        return value
 
 
 def _typed_data(tensor: Any) -> list[Any]:
@@ -106,17 +106,17 @@ def _typed_data(tensor: Any) -> list[Any]:
         )
     values = getattr(tensor.contents, field)
     if datatype == "BYTES":
-        return [_utf8(name, v) for v in values]
+        return [_element(v) for v in values]
     return list(values)
 
 
-def _split_bytes(name: str, raw: bytes, count: int) -> list[str]:
+def _split_bytes(name: str, raw: bytes, count: int) -> list[str | bytes]:
     if count * _LENGTH.size > len(raw):
         raise SignatureError(
             f"input {name!r}: {count} BYTES elements need at least {count * _LENGTH.size} "
             f"bytes of raw_input_contents (a 4-byte length each), got {len(raw)}"
         )
-    values: list[str] = []
+    values: list[str | bytes] = []
     offset, end = 0, len(raw)
     for index in range(count):
         start = offset + _LENGTH.size
@@ -127,7 +127,7 @@ def _split_bytes(name: str, raw: bytes, count: int) -> list[str]:
                 f"input {name!r}: raw BYTES element {index} runs past the end of "
                 "raw_input_contents; prefix each element with its 4-byte little-endian length"
             )
-        values.append(_utf8(name, raw[start:offset]))
+        values.append(_element(raw[start:offset]))
     if offset != len(raw):
         raise SignatureError(
             f"input {name!r}: raw_input_contents has {len(raw) - offset} bytes after the "

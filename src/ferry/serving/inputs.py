@@ -69,6 +69,8 @@ def _tensor_column(spec: InputSpec, tensor: Mapping[str, Any], max_elements: int
             f"input {spec.name!r}: shape {list(array.shape)} is not a column; "
             "send shape [rows] or [rows, 1]"
         )
+    if datatype == "BYTES":
+        _check_text(spec, array)
     if spec.dtype == "string":
         if datatype != "BYTES":
             kind = "text" if spec.kind == "text" else "categorical"
@@ -86,6 +88,16 @@ def _tensor_column(spec: InputSpec, tensor: Mapping[str, Any], max_elements: int
             f"numeric type), not {datatype}"
         )
     return _numeric_column(spec, array)
+
+
+def _check_text(spec: InputSpec, array: np.ndarray) -> None:
+    """BYTES elements that were not UTF-8 reach here as bytes: only images take those."""
+    flat = array.reshape(-1)
+    binary = next((i for i, value in enumerate(flat) if isinstance(value, bytes)), None)
+    if binary is not None:
+        raise SignatureError(
+            f"input {spec.name!r}: BYTES element {binary} is not valid UTF-8; send UTF-8 text"
+        )
 
 
 def _texts(spec: InputSpec, values: Sequence[object]) -> np.ndarray:

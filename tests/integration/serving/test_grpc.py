@@ -385,6 +385,15 @@ def _raw_bytes_truncated(served: Served) -> Any:
     return request
 
 
+def _binary_category(served: Served) -> Any:
+    request = raw_request("fraud", FRAUD)
+    index = list(FRAUD).index("country")
+    request.raw_input_contents[index] = b"".join(
+        struct.pack("<I", len(v)) + v for v in (b"US", b"\x89PNG", b"GB")
+    )
+    return request
+
+
 def _fp16_typed(served: Served) -> Any:
     request = _bc_typed(served)
     request.inputs[0].datatype = "FP16"
@@ -410,6 +419,7 @@ ERRORS = {
     "shape and data disagree": (_short_data, "INVALID_ARGUMENT", "mean_radius"),
     "raw length does not match shape": (_raw_length, "INVALID_ARGUMENT", "mean_area"),
     "raw BYTES truncated": (_raw_bytes_truncated, "INVALID_ARGUMENT", "country"),
+    "binary BYTES for a category": (_binary_category, "INVALID_ARGUMENT", "1 is not valid UTF-8"),
     "FP16 as typed contents": (_fp16_typed, "INVALID_ARGUMENT", "mean_radius"),
     "unknown output": (_unknown_output, "INVALID_ARGUMENT", "nonsense"),
 }

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import onnx
 import orjson
 import pytest
+import tritonclient.grpc.aio as tritonclient
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
@@ -22,7 +25,10 @@ from ferry.core.stats import ReferenceStats, categorical_reference, numeric_refe
 from ferry.monitoring.metrics import Metrics
 from ferry.monitoring.monitor import Monitor, MonitorConfig
 from ferry.monitoring.predlog import LogConfig, PredictionLog
+from ferry.serving.grpc import build_grpc_server
 from ferry.serving.images import MEAN, STD
+from ferry.serving.proto import grpc_predict_v2_pb2 as pb
+from ferry.serving.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.anyio
 
@@ -154,6 +160,58 @@ async def test_bad_images_are_400_with_the_reason(
         message = response.json()["error"]
         for needle in needles:
             assert needle in message
+
+
+def _labels(response: Any) -> list[str]:
+    """The label output of a gRPC response, typed or raw (length-prefixed) contents."""
+    index = [o.name for o in response.outputs].index("label")
+    if response.raw_output_contents:
+        raw, labels, offset = response.raw_output_contents[index], [], 0
+        while offset < len(raw):
+            (size,) = struct.unpack_from("<I", raw, offset)
+            labels.append(raw[offset + 4 : offset + 4 + size].decode())
+            offset += 4 + size
+        return labels
+    return [b.decode() for b in response.outputs[index].contents.bytes_contents]
+
+
+async def test_grpc_takes_image_files_as_raw_bytes_as_triton_clients_send_them(
+    serve: Any, bundle: Path
+) -> None:
+    files = [base64.b64decode(picture(True)), base64.b64decode(picture(False, 32, "JPEG"))]
+    typed = pb.ModelInferRequest(model_name="halves")
+    typed.inputs.add(name="image", datatype="BYTES", shape=[2]).contents.bytes_contents.extend(
+        files
+    )
+    raw = pb.ModelInferRequest(
+        model_name="halves",
+        raw_input_contents=[b"".join(struct.pack("<I", len(f)) + f for f in files)],
+    )
+    raw.inputs.add(name="image", datatype="BYTES", shape=[2])
+    async with serve([str(bundle)]) as served:
+        server, port = build_grpc_server(served.plane)
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.GRPCInferenceServiceStub(channel)
+                for request in (typed, raw):
+                    assert _labels(await stub.ModelInfer(request)) == ["top", "bottom"]
+                broken = pb.ModelInferRequest(model_name="halves")
+                broken.inputs.add(
+                    name="image", datatype="BYTES", shape=[1]
+                ).contents.bytes_contents.append(files[0][:20])
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stub.ModelInfer(broken)
+                assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "image 0" in (caught.value.details() or "")
+            triton = tritonclient.InferenceServerClient(f"127.0.0.1:{port}")
+            image = tritonclient.InferInput("image", [2], "BYTES")
+            image.set_data_from_numpy(np.asarray(files, dtype=object))
+            answer = await triton.infer("halves", [image])
+            assert answer.as_numpy("label").tolist() == [b"top", b"bottom"]
+            await triton.close()
+        finally:
+            await server.stop(None)
 
 
 async def test_metadata_declares_the_preprocessing(serve: Any, bundle: Path) -> None:
