@@ -107,6 +107,37 @@ def test_workers_compile_the_trees_and_agree_with_onnx_runtime_here(
     np.testing.assert_allclose(remote["probability_1"], local["probability_1"], atol=1e-6)
 
 
+@pytest.mark.slow
+def test_worker_processes_score_a_file_as_this_process_does(
+    tmp_path: Path, trees_bundle: Path, fraud_rows: pd.DataFrame
+) -> None:
+    """Real worker processes: chunks and bundles cross process boundaries, and each worker
+    process compiles (or loads from numba's cache) the trees for itself."""
+    source = tmp_path / "in.parquet"
+    fraud_rows.to_parquet(source)
+    score_file(trees_bundle, source, tmp_path / "here.parquet", engine="onnxruntime")
+    key = cluster.BundleFiles.read(trees_bundle).key
+    loads_here = cluster.LOADS[key]
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as local:
+        there = score_file(
+            trees_bundle,
+            source,
+            tmp_path / "there.parquet",
+            chunk_rows=500,
+            dask_address=local.scheduler_address,
+            engine="compiled",
+        )
+    assert sum(there.workers.values()) == 10
+    assert cluster.LOADS[key] == loads_here  # the bundle was loaded in the workers, not here
+    assert there.engine.startswith("compiled trees (equal to ONNX Runtime")
+    local_scores = pd.read_parquet(tmp_path / "here.parquet")
+    remote = pd.read_parquet(tmp_path / "there.parquet")
+    assert remote["prediction"].tolist() == local_scores["prediction"].tolist()
+    np.testing.assert_allclose(remote["probability_1"], local_scores["probability_1"], atol=1e-6)
+
+
 def test_a_bad_chunk_on_a_worker_fails_the_job(
     tmp_path: Path, fraud_bundle: Path, fraud_rows: pd.DataFrame, dask_cluster: Any
 ) -> None:
