@@ -77,18 +77,11 @@ class SqlPredictionLog:
             }
             for r in rows
         ]
-        with self.engine.begin() as conn:
-            conn.execute(predictions.insert(), values)
+        self._append(predictions, values)
 
     def read(self, model: str, since: float = 0.0) -> Iterator[dict[str, Any]]:
-        query = (
-            sa.select(predictions.c.row)
-            .where(predictions.c.model == check_name(model), predictions.c.time >= since)
-            .order_by(predictions.c.time, predictions.c.seq)
-        )
-        with self.engine.connect() as conn:
-            for (text,) in conn.execute(query):
-                yield orjson.loads(text)
+        for (text,) in self._recent(predictions, [predictions.c.row], model, since):
+            yield orjson.loads(text)
 
     def write_labels(self, model: str, rows: list[dict[str, Any]]) -> None:
         if not rows:
@@ -103,18 +96,29 @@ class SqlPredictionLog:
             }
             for r in rows
         ]
-        with self.engine.begin() as conn:
-            conn.execute(labels.insert(), values)
+        self._append(labels, values)
 
     def read_labels(self, model: str, since: float = 0.0) -> Iterator[dict[str, Any]]:
+        columns = [labels.c.id, labels.c.time, labels.c.label]
+        for row_id, at, text in self._recent(labels, columns, model, since):
+            yield {"id": row_id, "time": at, "label": orjson.loads(text)}
+
+    def _append(self, table: sa.Table, values: list[dict[str, Any]]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(table.insert(), values)
+
+    def _recent(
+        self, table: sa.Table, columns: list[sa.Column[Any]], model: str, since: float
+    ) -> Iterator[tuple[Any, ...]]:
+        """``columns`` of ``model``'s rows logged at or after ``since``, oldest first."""
         query = (
-            sa.select(labels.c.id, labels.c.time, labels.c.label)
-            .where(labels.c.model == check_name(model), labels.c.time >= since)
-            .order_by(labels.c.time, labels.c.seq)
+            sa.select(*columns)
+            .where(table.c.model == check_name(model), table.c.time >= since)
+            .order_by(table.c.time, table.c.seq)
         )
         with self.engine.connect() as conn:
-            for row_id, at, text in conn.execute(query):
-                yield {"id": row_id, "time": at, "label": orjson.loads(text)}
+            for row in conn.execute(query):
+                yield tuple(row)
 
     def close(self) -> None:
         self.engine.dispose()

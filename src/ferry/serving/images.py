@@ -2,10 +2,11 @@
 
 A bundle with ``preprocessing`` takes one ``float32 [n, C, H, W]`` input. Clients send either
 the encoded image (a V2 BYTES tensor whose elements are base64 text, or over gRPC the file's
-raw bytes; ``{"b64": "..."}`` in a records instance) or the model-ready tensor itself. Decoding is Pillow only, so a server needs
-no torch; the lab prepares its training images with these same functions, so what was trained
-on is what is served. Every refusal names the input, the image and the reason: not an image, a
-format or pixel mode the model does not take, too many pixels, truncated data, a wrong shape.
+raw bytes; ``{"b64": "..."}`` in a records instance) or the model-ready tensor itself.
+Decoding is Pillow only, so a server needs no torch; the lab prepares its training images with
+these same functions, so what was trained on is what is served. Every refusal names the input,
+the image and the reason: not an image, a format or pixel mode the model does not take, too
+many pixels, truncated data, a wrong shape.
 """
 
 from __future__ import annotations
