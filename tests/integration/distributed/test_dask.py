@@ -29,6 +29,8 @@ from ferry.training.features import model_frame
 from ferry.training.search import Search, SearchResult
 
 distributed = pytest.importorskip("distributed")
+# The scheduler serves HTTP (metrics) even without a dashboard: on loopback, on a free port.
+LOOPBACK_HTTP = "127.0.0.1:0"
 
 SEARCH_SPEC: dict[str, Any] = {
     "name": "bc",
@@ -42,7 +44,7 @@ SEARCH_SPEC: dict[str, Any] = {
 @pytest.fixture(scope="module")
 def dask_cluster() -> Iterator[Any]:
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=LOOPBACK_HTTP
     ) as local:
         yield local
 
@@ -119,7 +121,7 @@ def test_worker_processes_score_a_file_as_this_process_does(
     key = cluster.BundleFiles.read(trees_bundle).key
     loads_here = cluster.LOADS[key]
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=LOOPBACK_HTTP
     ) as local:
         there = score_file(
             trees_bundle,
