@@ -141,22 +141,19 @@ def score_file(
         sink = ChunkSink(writer, plan, observer)
         observer.start(reader.total_rows)
         chunks = reader.chunks(chunk_rows, plan.read)
+        engine = _engine(engine, reader.total_rows)
         if dask_address:
-            from ferry.distributed.cluster import score_on_cluster
-
-            engine = _engine(engine, reader.total_rows)
-            report.workers, engines = score_on_cluster(
+            report.workers, report.engine = _score_there(
                 dask_address, bundle_dir, chunks, plan, sink, engine
             )
-            report.engine = "; ".join(sorted(engines)) or "onnxruntime"
         else:
-            scorer = BundleScorer(bundle_dir, threads, _engine(engine, reader.total_rows))
+            scorer = BundleScorer(bundle_dir, threads, engine)
             try:
                 _score_here(scorer, chunks, sink)
             finally:
                 scorer.close()
             report.engine = scorer.engine
-        writer.finish(_output_schema(reader, plan, manifest))
+        writer.finish(_empty_schema(reader, plan, manifest))
     report.rows, report.chunks = sink.rows, sink.chunks
     report.seconds = time.perf_counter() - started
     return report
@@ -180,13 +177,28 @@ def _score_here(scorer: BundleScorer, chunks: Iterator[pa.RecordBatch], sink: Ch
             writing.result()
 
 
+def _score_there(
+    address: str,
+    bundle_dir: Path,
+    chunks: Iterator[pa.RecordBatch],
+    plan: ColumnPlan,
+    sink: ChunkSink,
+    engine: Engine,
+) -> tuple[dict[str, int], str]:
+    """On the Dask cluster: chunks per worker, and what ran the graph on the workers."""
+    from ferry.distributed.cluster import score_on_cluster
+
+    workers, engines = score_on_cluster(address, bundle_dir, chunks, plan, sink, engine)
+    return workers, "; ".join(sorted(engines)) or "onnxruntime"
+
+
 def _engine(asked: Engine, total_rows: int | None) -> Engine:
     if asked == "auto" and total_rows is not None and total_rows < COMPILE_MIN_ROWS:
         return "onnxruntime"
     return asked
 
 
-def _output_schema(reader: ChunkReader, plan: ColumnPlan, manifest: BundleManifest) -> pa.Schema:
+def _empty_schema(reader: ChunkReader, plan: ColumnPlan, manifest: BundleManifest) -> pa.Schema:
     kept = reader.schema(plan.kept)
     return pa.schema([*kept, *output_schema(manifest)])
 
