@@ -40,6 +40,7 @@ MIN_SLICE_ROWS = 4096
 # before they serve, then on the first SPOT_ROWS of every chunk.
 PARITY_ROWS = 4096
 SPOT_ROWS = 256
+DISAGREE = "the compiled trees disagree with ONNX Runtime"
 # Probabilities may differ by float32 rounding of the sums; anything more is a disagreement.
 PARITY_TOLERANCE = 1e-5
 
@@ -142,12 +143,20 @@ class BundleScorer:
         """The compiled graph's answer, spot-checked on the chunk's first rows, with ONNX
         Runtime's answer for rows whose decision rounding could flip."""
         coded = batch_feeds(self.signature, batch, first_row, compiled.categories)
-        outputs = self._sliced(compiled.run, coded, batch.num_rows)
+        try:
+            outputs = self._sliced(compiled.run, coded, batch.num_rows)
+        except Exception as exc:  # the split graph failing where the whole one runs
+            self._drop(
+                f"the compiled trees failed on the chunk from data row {first_row + 1} ({exc})"[
+                    :300
+                ]
+            )
+            return self._whole(batch, first_row)
         spot = batch.slice(0, SPOT_ROWS)
         expected = self.runtime.run(batch_feeds(self.signature, spot, first_row))
         differences = disagreement(expected, {k: v[: spot.num_rows] for k, v in outputs.items()})
         if differences:
-            self._drop(f"on the chunk from data row {first_row + 1}: {differences}")
+            self._drop(f"{DISAGREE} on the chunk from data row {first_row + 1}: {differences}")
             return self._whole(batch, first_row)
         near = near_decision(self.manifest, outputs)
         if near.size:
@@ -165,11 +174,11 @@ class BundleScorer:
                 return  # another thread adopted it meanwhile
             compiled, reason = pending.result()
             if compiled is None:
-                self._drop(f"cannot be compiled: {reason}", compiled=False)
+                self._drop(f"this model cannot be compiled: {reason}")
                 return
             differences = self._compare(compiled, head, first_row)
             if differences:
-                self._drop(f"on the first rows: {differences}")
+                self._drop(f"{DISAGREE} on the first rows: {differences}")
             else:
                 self.compiled = compiled
                 self.engine = f"compiled trees (equal to ONNX Runtime on {head.num_rows:,} rows)"
@@ -182,17 +191,16 @@ class BundleScorer:
         except Exception as exc:  # the split graph failing where the whole one runs
             return f"the compiled graph failed ({type(exc).__name__}: {str(exc)[:200]})"
 
-    def _drop(self, reason: str, compiled: bool = True) -> None:
+    def _drop(self, what: str) -> None:
         """Back to ONNX Runtime ("auto"), or a refusal of this and every later chunk."""
         self.compiled = None
-        what = "the compiled trees disagree with ONNX Runtime" if compiled else "this model"
         if self.required:
             self.refusal = (
-                f"--engine compiled: {what} {reason}; score with --engine auto (which falls "
-                "back to ONNX Runtime) or --engine onnxruntime"
+                f"--engine compiled: {what}; score with --engine auto (which falls back to "
+                "ONNX Runtime) or --engine onnxruntime"
             )
             raise DataError(self.refusal)
-        self.engine = f"onnxruntime ({what} {reason})" if compiled else f"onnxruntime ({reason})"
+        self.engine = f"onnxruntime ({what})"
 
     def _columns(self, outputs: dict[str, np.ndarray]) -> list[pa.Array]:
         if self.manifest.task == "regression":
@@ -200,7 +208,7 @@ class BundleScorer:
             return [pa.array(outputs[first].reshape(-1))]
         proba = outputs[PROBA_OUTPUT]
         # A dictionary over the labels: no string per row to build, and none to hash when
-        # the column is written (it reads back as plain text).
+        # the column is written (pandas reads it back as a category).
         decided = pa.array(self._decide(outputs, proba).astype(np.int32, copy=False))
         columns = [pa.DictionaryArray.from_arrays(decided, self.labels)]
         columns += [pa.array(np.ascontiguousarray(proba[:, i])) for i in range(proba.shape[1])]
