@@ -40,7 +40,7 @@ class CompiledGraph:
     """``run`` answers what ``OnnxModel.run`` answers for the whole graph.
 
     ``categories``: inputs the graph before the trees takes as codes, each with its category
-    list: feeds give the position of each value in it (-1 for others), or strings as usual.
+    list: feeds give the position of each value in it, -1 for others (``feeds.category_codes``).
     """
 
     def __init__(
@@ -58,17 +58,11 @@ class CompiledGraph:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from ferry.distributed.quickscore import raw_scores
 
-        feeds = {name: self._coded(name, values) for name, values in feeds.items()}
-        rows = self.prefix.run(feeds, [self.features])[self.features]
+        # The cut graph keeps only the inputs something before the trees reads.
+        used = {name: feeds[name] for name in self.prefix.input_names}
+        rows = self.prefix.run(used, [self.features])[self.features]
         tree_outputs = finish(self.tables, raw_scores(self.tables, rows))
         return {o.name: _cast(tree_outputs[o.source], o.dtype) for o in self.outputs}
-
-    def _coded(self, name: str, values: np.ndarray) -> np.ndarray:
-        if name not in self.categories or values.dtype != object:
-            return values
-        positions = {category: i for i, category in enumerate(self.categories[name])}
-        codes = [positions.get(value, -1) for value in values.reshape(-1)]
-        return np.asarray(codes, dtype=np.int64).reshape(values.shape)
 
 
 def _cast(values: np.ndarray, dtype: type | None) -> np.ndarray:

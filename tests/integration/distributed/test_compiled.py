@@ -57,10 +57,11 @@ def _graph(model: object, tmp_path: Path, width: int = 8) -> Path:
     return path
 
 
-def _same_answers(path: Path, x: np.ndarray) -> None:
+def _same_answers(path: Path, x: np.ndarray, **more: np.ndarray) -> None:
     graph, reason = compile_graph(path)
     assert graph is not None, reason
-    expected, got = OnnxModel(path).run({"x": x}), graph.run({"x": x})
+    feeds = {"x": x, **more}
+    expected, got = OnnxModel(path).run(feeds), graph.run(feeds)
     assert disagreement(expected, got) == ""
     assert set(got) == set(expected)
 
@@ -95,7 +96,8 @@ def test_gradient_boosting_without_missing_values(tmp_path: Path) -> None:
 
 
 def test_every_comparison_mode_and_nan_direction(tmp_path: Path) -> None:
-    """A hand-made regressor: one stump per mode, NaN sent true on half of them."""
+    """A hand-made regressor: one stump per mode, NaN sent true on half of them, and an
+    input nothing reads."""
     modes = ["BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT"]
     nodes: dict[str, list] = {
         key: []
@@ -142,7 +144,11 @@ def test_every_comparison_mode_and_nan_direction(tmp_path: Path) -> None:
     graph = helper.make_graph(
         [node],
         "stumps",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])],
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2]),
+            # An input no node reads: the cut graph drops it, and its feed with it.
+            helper.make_tensor_value_info("note", TensorProto.STRING, [None, 1]),
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])],
     )
     model = helper.make_model(
@@ -151,7 +157,7 @@ def test_every_comparison_mode_and_nan_direction(tmp_path: Path) -> None:
     path = tmp_path / "stumps.onnx"
     onnx.save(model, str(path))
     x = np.array([[0, 0], [-1, 1], [1, -1], [np.nan, 0], [0, np.nan], [np.nan, np.nan]], np.float32)
-    _same_answers(path, x)
+    _same_answers(path, x, note=np.asarray([["a"]] * len(x), dtype=object))
 
 
 def test_deep_random_forests_stay_on_onnx_runtime_with_the_reason(tmp_path: Path) -> None:
